@@ -1,0 +1,336 @@
+"""model.py: a LLaMA, written out in full, that loads Meta's checkpoints as they are.
+
+Chapter 1 of the project. Everything else (LoRA, training, the recursive decoder) is built
+on the `Transformer` below. It follows Meta's reference `model.py`: same parameter names,
+rotary embeddings on adjacent pairs, grouped-query attention, SwiGLU, RMSNorm. Two things
+differ: attention runs through `F.scaled_dot_product_attention`, and the KV cache is a
+small explicit object (`KVCache`) passed to `forward`, holding many independent contexts
+(rows) at once, so the recursive decoder can keep one cache per sub-call.
+"""
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Optional
+
+import sentencepiece as spm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+
+@dataclass
+class ModelArgs:
+    # the fields of Meta's params.json, plus max_seq_len
+    dim: int = 4096
+    n_layers: int = 32
+    n_heads: int = 32
+    n_kv_heads: Optional[int] = None
+    vocab_size: int = -1  # LLaMA-1 writes -1: taken from the tokenizer
+    multiple_of: int = 256
+    ffn_dim_multiplier: Optional[float] = None
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    max_seq_len: int = 2048
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def hidden_dim(self) -> int:
+        # Meta's rule: 2/3 of 4*dim, optionally scaled, rounded up to a multiple
+        hidden = int(2 * (4 * self.dim) / 3)
+        if self.ffn_dim_multiplier is not None:
+            hidden = int(self.ffn_dim_multiplier * hidden)
+        return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        x32 = x.float()  # normalise in fp32 even when the weights are bf16
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return x32.type_as(x) * self.weight
+
+
+def rope(x, pos, theta: float):
+    """Rotate adjacent pairs (x[2i], x[2i+1]) of each head by angle pos * theta^(-2i/D)."""
+    D = x.shape[-1]
+    # computed on the fly in fp32: a stored buffer would be cast by model.to(bfloat16)
+    inv_freq = 1.0 / theta ** (torch.arange(0, D, 2, device=x.device, dtype=torch.float32) / D)
+    angle = pos.float()[..., None] * inv_freq  # (B, T, D/2)
+    cos, sin = angle.cos()[:, :, None], angle.sin()[:, :, None]  # (B, T, 1, D/2)
+    x0, x1 = x.float().unflatten(-1, (D // 2, 2)).unbind(-1)  # each (B, T, H, D/2)
+    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    return out.flatten(-2).type_as(x)  # (B, T, H, D)
+
+
+class KVCache:
+    """Keys and values of `n_rows` independent contexts, each up to `max_len` tokens.
+
+    A context is a row; `lengths[row]` is how many of its slots are filled. Slot i holds
+    the token at position i of that context, so positions stay fixed for a context's life.
+    """
+
+    def __init__(self, args: ModelArgs, n_rows: int, max_len: int, device=None, dtype=torch.float32):
+        shape = (args.n_layers, n_rows, max_len, args.kv_heads, args.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.lengths = torch.zeros(n_rows, dtype=torch.long, device=device)
+        self.max_len = max_len
+
+    def reset(self, rows):
+        self.lengths[rows] = 0  # old slots are never read again: attention stops at lengths
+
+
+class Attention(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.kv_heads, args.head_dim
+        self.theta = args.rope_theta
+        self.wq = nn.Linear(args.dim, args.n_heads * args.head_dim, bias=False)
+        self.wk = nn.Linear(args.dim, self.n_kv_heads * args.head_dim, bias=False)
+        self.wv = nn.Linear(args.dim, self.n_kv_heads * args.head_dim, bias=False)
+        self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
+
+    def forward(self, x, pos, kv: Optional[tuple] = None):
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
+        q, k = rope(q, pos, self.theta), rope(k, pos, self.theta)
+        if kv is None:  # whole sequences from position 0: plain causal attention
+            mask, causal = None, True
+        else:  # write the new keys into the cache rows, then attend over the filled slots
+            cache_k, cache_v, rows = kv  # cache_k: (R, S, Hkv, D) for this layer
+            cache_k[rows[:, None], pos] = k.to(cache_k.dtype)
+            cache_v[rows[:, None], pos] = v.to(cache_v.dtype)
+            S = int(pos.max()) + 1
+            k, v = cache_k[rows, :S].type_as(q), cache_v[rows, :S].type_as(q)  # (B, S, Hkv, D)
+            # explicit mask: is_causal would align top-left when T != S
+            mask = torch.arange(S, device=x.device) <= pos[:, :, None]  # (B, T, S)
+            mask, causal = mask[:, None], False  # (B, 1, T, S)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=self.n_kv_heads != self.n_heads)
+        return self.wo(out.transpose(1, 2).reshape(B, T, -1))  # (B, T, dim)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.w1 = nn.Linear(args.dim, args.hidden_dim, bias=False)
+        self.w2 = nn.Linear(args.hidden_dim, args.dim, bias=False)
+        self.w3 = nn.Linear(args.dim, args.hidden_dim, bias=False)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))  # SwiGLU
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        self.attention = Attention(args)
+        self.feed_forward = FeedForward(args)
+        self.attention_norm = RMSNorm(args.dim, args.norm_eps)
+        self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
+
+    def forward(self, x, pos, kv=None):
+        h = x + self.attention(self.attention_norm(x), pos, kv)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        if args.vocab_size <= 0:
+            raise ValueError("ModelArgs.vocab_size must be set (from the tokenizer) before building")
+        self.args = args
+        self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
+        self.layers = nn.ModuleList(TransformerBlock(args) for _ in range(args.n_layers))
+        self.norm = RMSNorm(args.dim, args.norm_eps)
+        self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
+        self.grad_checkpoint = False  # recompute each block in backward to save memory
+
+    def forward(self, tokens, cache: Optional[KVCache] = None, rows=None, n_new=None):
+        """tokens (B, T) -> logits (B, T, vocab).
+
+        Without a cache: T tokens at positions 0..T-1 (training). With a cache: the tokens
+        continue context `rows[b]` (default b) from its current length; only the first
+        `n_new[b]` tokens of row b are real (the rest is padding) and the length advances
+        by that much.
+        """
+        B, T = tokens.shape
+        if cache is None:
+            pos = torch.arange(T, device=tokens.device).expand(B, T)
+        else:
+            rows = torch.arange(B, device=tokens.device) if rows is None else rows
+            pos = cache.lengths[rows][:, None] + torch.arange(T, device=tokens.device)  # (B, T)
+            if int(pos.max()) >= cache.max_len:
+                raise ValueError(f"context longer than the cache's max_len={cache.max_len}")
+        h = self.tok_embeddings(tokens)  # (B, T, dim)
+        for i, layer in enumerate(self.layers):
+            kv = None if cache is None else (cache.k[i], cache.v[i], rows)
+            if self.grad_checkpoint and self.training and cache is None:
+                h = checkpoint(layer, h, pos, use_reentrant=False)
+            else:
+                h = layer(h, pos, kv)
+        if cache is not None:
+            cache.lengths[rows] += T if n_new is None else n_new
+        return self.output(self.norm(h)).float()  # (B, T, vocab)
+
+
+class Tokenizer:
+    """A thin wrapper around a sentencepiece model (Meta's tokenizer.model or the project's)."""
+
+    def __init__(self, path):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: tokenizer file not found")
+        self.sp = spm.SentencePieceProcessor()
+        try:
+            self.sp.Load(str(path))
+        except Exception as e:  # sentencepiece raises a bare OSError/RuntimeError
+            raise ValueError(f"{path}: not a readable sentencepiece model ({e})") from None
+        self.path = path
+        self.n_words = self.sp.GetPieceSize()
+        self.bos_id, self.eos_id, self.pad_id = self.sp.bos_id(), self.sp.eos_id(), self.sp.pad_id()
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list:
+        return [self.bos_id] * bos + self.sp.EncodeAsIds(text) + [self.eos_id] * eos
+
+    def decode(self, ids) -> str:
+        return self.sp.DecodeIds(list(ids))
+
+
+# ---- Meta's checkpoint format: params.json, tokenizer.model, consolidated.NN.pth ----
+
+# how model parallelism split each weight (Meta's fairscale layers): 0 = rows, 1 = columns
+SHARD_DIM = {"wq": 0, "wk": 0, "wv": 0, "w1": 0, "w3": 0, "output": 0,
+             "wo": 1, "w2": 1, "tok_embeddings": 1}
+
+
+def shard_dim(name: str) -> Optional[int]:
+    """The dimension a weight was split along, or None if every shard holds a copy (norms)."""
+    for part in reversed(name.split(".")[:-1]):
+        if part in SHARD_DIM:
+            return SHARD_DIM[part]
+    return None
+
+
+def read_params(ckpt_dir: Path) -> ModelArgs:
+    path = ckpt_dir / "params.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: params.json not found")
+    try:
+        params = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    known = {f.name for f in fields(ModelArgs)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown fields {unknown}")
+    return ModelArgs(**params)
+
+
+def load_shard(path: Path) -> dict:
+    try:  # weights_only: a pickle holding anything but tensors is refused, never run
+        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot be read as a tensor checkpoint ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:300]})") from None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{path}: expected a dict of tensors")
+    return sd
+
+
+def merge_shards(shards: list, paths: list) -> dict:
+    """Concatenate model-parallel shards back into whole weights."""
+    merged = {}
+    for name in shards[0]:
+        if name == "rope.freqs":
+            continue  # recomputed by rope()
+        missing = [str(p) for p, s in zip(paths, shards) if name not in s]
+        if missing:
+            raise ValueError(f"{missing[0]}: weight {name!r} missing from this shard")
+        dim = shard_dim(name)
+        parts = [s[name] for s in shards]
+        merged[name] = parts[0] if dim is None or len(parts) == 1 else torch.cat(parts, dim=dim)
+    return merged
+
+
+def default_device_dtype(device=None, dtype=None):
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    return device, dtype
+
+
+def load_meta(ckpt_dir, device=None, dtype=None, max_seq_len: int = 2048):
+    """Read a Meta checkpoint folder into (Transformer, Tokenizer)."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        raise FileNotFoundError(f"{ckpt_dir}: checkpoint directory not found")
+    args = read_params(ckpt_dir)
+    tokenizer = Tokenizer(ckpt_dir / "tokenizer.model")
+    if args.vocab_size <= 0:
+        args.vocab_size = tokenizer.n_words
+    if tokenizer.n_words > args.vocab_size:
+        raise ValueError(f"{ckpt_dir / 'tokenizer.model'}: vocabulary of {tokenizer.n_words} does "
+                         f"not fit the model's vocab_size {args.vocab_size}")
+    args.max_seq_len = max_seq_len
+    paths = sorted(ckpt_dir.glob("consolidated.*.pth"))
+    if not paths:
+        raise FileNotFoundError(f"{ckpt_dir}: no consolidated.NN.pth shard found")
+    expected = [ckpt_dir / f"consolidated.{i:02d}.pth" for i in range(len(paths))]
+    if paths != expected:
+        raise FileNotFoundError(f"{ckpt_dir}: shards must be consolidated.00.pth .. "
+                                f"consolidated.{len(paths) - 1:02d}.pth, found {[p.name for p in paths]}")
+    state = merge_shards([load_shard(p) for p in paths], paths)
+    device, dtype = default_device_dtype(device, dtype)
+    with torch.device("meta"):  # no memory for weights yet: assign=True hands over the loaded ones
+        model = Transformer(args)
+    expected_shapes = {k: v.shape for k, v in model.state_dict().items()}
+    for name, shape in expected_shapes.items():
+        if name not in state:
+            raise ValueError(f"{ckpt_dir}: weight {name!r} missing (params.json says "
+                             f"{args.n_layers} layers)")
+        if state[name].shape != shape:
+            raise ValueError(f"{ckpt_dir}: weight {name!r} has shape {tuple(state[name].shape)}, "
+                             f"params.json and {len(paths)} shard(s) imply {tuple(shape)}")
+    extra = sorted(set(state) - set(expected_shapes))
+    if extra:
+        raise ValueError(f"{ckpt_dir}: unexpected weights {extra[:5]}")
+    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+    model.load_state_dict(state, assign=True)
+    return model.eval(), tokenizer
+
+
+def save_meta(model: Transformer, tokenizer: Tokenizer, ckpt_dir):
+    """Write params.json, tokenizer.model and consolidated.00.pth; each file atomically."""
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    params = {f.name: getattr(model.args, f.name) for f in fields(ModelArgs) if f.name != "max_seq_len"}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(ckpt_dir / "params.json", lambda f: f.write(json.dumps(params, indent=2).encode()))
+    atomic_write(ckpt_dir / "tokenizer.model", lambda f: f.write(tokenizer.path.read_bytes()))
+    atomic_write(ckpt_dir / "consolidated.00.pth", lambda f: torch.save(state, f))
+
+
+def atomic_write(path: Path, write):
+    """Write to a temporary file beside `path`, then rename: readers see old or new, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
