@@ -42,3 +42,19 @@ def tokenizer_path(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tokenizer(tokenizer_path):
     return Tokenizer(tokenizer_path)
+
+
+@pytest.fixture(scope="session")
+def project_tokenizer(tmp_path_factory):
+    """The embedded model's tokenizer recipe (base.py), trained afresh: knows every task string."""
+    from base import train_tokenizer
+    return train_tokenizer(tmp_path_factory.mktemp("project_tok"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory, project_tokenizer):
+    """A tiny random LLaMA in Meta's format, with the project tokenizer: a stand-in base model."""
+    from model import save_meta
+    d = tmp_path_factory.mktemp("tiny_ckpt")
+    save_meta(tiny_model(vocab_size=project_tokenizer.n_words, n_kv_heads=2), project_tokenizer, d)
+    return d

@@ -1,0 +1,158 @@
+"""base.py: make the embedded default, a tiny LLaMA with its own tokenizer, on a CPU.
+
+Chapter 3. Meta's LLaMA arrives knowing how to copy text of any length; a model trained
+from scratch on short problems does not, and a Re-Tuning call *is* a copy of the problem
+with one element dropped. So before any task tuning, this stand-in for pretraining teaches
+a tiny LLaMA generic skills on sequences of every length up to the longest evaluated:
+copy a line, drop the first item of each list or number in it, take its first or last item,
+prepend an item. None of it is a task's answer; all three methods are then tuned from this
+same base exactly as from Meta's weights. The result is saved in Meta's format in
+assets/tiny-llama (committed, so users need not rebuild it):
+
+    python base.py                     # about 30 minutes on 2 CPU cores
+"""
+import argparse
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import sentencepiece as spm
+import torch
+
+import tasks
+from model import ModelArgs, Tokenizer, Transformer, save_meta
+from train import EMBEDDED, TrainConfig, encode_pair, load_trained, make_batch, train
+
+TINY = ModelArgs(dim=192, n_layers=4, n_heads=6, n_kv_heads=3, vocab_size=-1, multiple_of=64,
+                 norm_eps=1e-5, rope_theta=10000.0, max_seq_len=1024)
+MAX_ITEMS = {"bits": 48, "ints": 24, "digits": 64}  # beyond every evaluated size
+WORDS = ("What is the parity of Create dp array chosen indices sum item can use True False "
+         "Carry Output Call Return Answer Solution first last list number with array minus "
+         "element only if else we should the a of to and").split()
+
+
+# ---- the generic corpus ----
+
+def render(kind, items):
+    if kind == "digits":
+        return "".join(map(str, items))
+    return "[" + ", ".join(map(str, items)) + "]"
+
+
+def random_items(rng, kind, n):
+    if kind == "bits":
+        return [rng.randint(0, 1) for _ in range(n)]
+    if kind == "ints":
+        return [rng.randint(-5, 5) for _ in range(n)]
+    return [rng.randint(0, 9) for _ in range(n)]
+
+
+def generic_pair(rng):
+    """One (prompt, target) of a generic skill on a line of words and 1-2 sequences."""
+    kind = rng.choice(list(MAX_ITEMS))
+    n = rng.randint(1, MAX_ITEMS[kind])
+    seqs = [random_items(rng, kind, n) for _ in range(rng.choice((1, 1, 2)))]
+    words = [" ".join(rng.choices(WORDS, k=rng.randint(0, 4))) for _ in range(3)]
+    sep = rng.choice((" + ", ", ", " and ", f", {words[1]} " if words[1] else " "))
+
+    def line(lists):  # words, the sequences joined by a separator (maybe words too), more words
+        body = sep.join(render(kind, s) for s in lists)
+        return " ".join(w for w in (words[0], body, words[2]) if w)
+
+    skill = rng.choice(("copy", "drop", "first", "last", "prepend"))
+    x = rng.choice([0, 1, 2] if kind == "bits" else list(range(-5, 6)) if kind == "ints" else list(range(10)))
+    verb = {"copy": rng.choice(("Copy", "Repeat")), "drop": rng.choice(("Drop the first of", "Tail of")),
+            "first": "First of", "last": "Last of", "prepend": f"Prepend {x} to"}[skill]
+    if skill == "copy":
+        target = line(seqs)
+    elif skill == "drop":
+        target = line([s[1:] for s in seqs]) if n > 1 else "empty"
+    elif skill in ("first", "last"):
+        target = " ".join(str(s[0 if skill == "first" else -1]) for s in seqs)
+    else:
+        target = line([[x] + s for s in seqs])
+    return tasks.Pair(segments=(f"{verb}: {line(seqs)}\n{rng.choice(('Result', 'Out'))}: ",), target=target)
+
+
+def generic_stream(seed):
+    rng = random.Random(seed)
+    while True:
+        yield generic_pair(rng)
+
+
+# ---- the tokenizer: digits split, bytes as fallback, text kept exactly ----
+
+def tokenizer_corpus(seed=0, n=4000):
+    rng = random.Random(seed)
+    gen = generic_stream(seed)
+    lines = [next(gen).prompt for _ in range(n // 2)]
+    for task in tasks.TASKS:
+        lo, hi = tasks.TRAIN_LENGTHS[task]
+        for method in tasks.METHODS:
+            stream = tasks.stream(task, method, (lo, 2 * hi), seed=rng.randrange(1 << 30))
+            for _ in range(n // 18):
+                pair = next(stream)
+                lines.append(pair.prompt + pair.target)
+    return lines
+
+
+def train_tokenizer(out_dir: Path, vocab_size=512, seed=0) -> Tokenizer:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spm.SentencePieceTrainer.Train(
+        sentence_iterator=iter(tokenizer_corpus(seed)), model_prefix=str(out_dir / "tokenizer"),
+        vocab_size=vocab_size, hard_vocab_limit=False,  # a small corpus caps the vocabulary
+        model_type="bpe", split_digits=True, byte_fallback=True, split_by_whitespace=False,
+        treat_whitespace_as_suffix=True,  # ", " is one piece: a list item costs two tokens
+        normalization_rule_name="identity", add_dummy_prefix=False, remove_extra_whitespaces=False,
+        max_sentence_length=1 << 16, unk_id=0, bos_id=1, eos_id=2, pad_id=3,
+        num_threads=1, minloglevel=2)  # one thread: the same pieces every time
+    return Tokenizer(out_dir / "tokenizer.model")
+
+
+# ---- the check: exact match of every target token, at lengths up to the longest ----
+
+@torch.no_grad()
+def teacher_forced_exact(model, tokenizer, pairs, batch_size=32):
+    """Fraction of pairs whose every target token (and EOS) is the argmax. For greedy decoding
+    this is exact: all argmaxes right under teacher forcing <=> greedy output == target."""
+    right = 0
+    device = next(model.parameters()).device
+    for i in range(0, len(pairs), batch_size):
+        x, y = make_batch([encode_pair(tokenizer, p) for p in pairs[i:i + batch_size]], tokenizer.pad_id, device)
+        ok = (model(x).argmax(-1) == y) | (y < 0)
+        right += int(ok.all(1).sum())
+    return right / len(pairs)
+
+
+def generic_accuracy(model, tokenizer, cfg, n=96):
+    return teacher_forced_exact(model, tokenizer, [p for p, _ in zip(generic_stream(777), range(n))])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Build the embedded tiny LLaMA (tokenizer + generic pretraining).")
+    p.add_argument("--out", default=str(EMBEDDED), help="where the Meta-format model goes")
+    p.add_argument("--work", default="out/base", help="training state, for --resume")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true")
+    a = p.parse_args(argv)
+    work = Path(a.work)
+    init_dir = work / "init"
+    if not a.resume:  # the random initial model, in Meta's format, is what train.py tunes
+        torch.manual_seed(a.seed)
+        tokenizer = train_tokenizer(init_dir, seed=a.seed)
+        save_meta(Transformer(replace(TINY, vocab_size=tokenizer.n_words)), tokenizer, init_dir)
+        print(f"tokenizer: {tokenizer.n_words} pieces")
+    cfg = TrainConfig(task="generic", method="baseline", ckpt_dir=str(init_dir), out=str(work / "train"),
+                      full=True, steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup=100,
+                      weight_decay=0.1, grad_clip=1.0, eval_every=500, save_every=100, seed=a.seed)
+    train(cfg, resume=a.resume, stream=generic_stream, evaluate=generic_accuracy)
+    model, tokenizer, _ = load_trained(cfg.out)
+    save_meta(model, tokenizer, a.out)
+    print(f"saved the embedded model to {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""train.py: tune a model on one task in baseline, scratchpad or Re-Tuning form.
+
+Chapter 4. `python train.py --task parity` fine-tunes the project's embedded tiny LLaMA
+(assets/tiny-llama, made by base.py) on parity in Re-Tuning form; `--ckpt-dir
+path/to/llama-7b` does the same to Meta's weights with LoRA, as the paper did. The data
+are the (prompt, target) pairs of tasks.py; the loss is on target tokens and EOS only,
+each pair weighted equally (one-token answer steps must not drown among long call steps).
+A run writes out/<task>-<method>/{config.json, state.pt}; eval.py reads them back.
+"""
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import tasks
+from lora import apply_lora
+from model import atomic_write, default_device_dtype, load_meta
+
+EMBEDDED = Path(__file__).resolve().parent / "assets" / "tiny-llama"
+
+
+@dataclass
+class TrainConfig:
+    task: str = "parity"
+    method: str = "retuning"
+    ckpt_dir: Optional[str] = None  # Meta-format weights; None: the embedded tiny LLaMA
+    out: Optional[str] = None  # default out/<task>-<method>
+    lengths: Optional[tuple] = None  # training sizes (lo, hi); default: the paper's
+    full: Optional[bool] = None  # full fine-tuning; default: LoRA on Meta weights, full on the tiny model
+    lora_r: int = 64
+    lora_alpha: float = 64.0
+    lora_dropout: float = 0.05
+    lora_targets: tuple = ("wq", "wk", "wv", "wo")
+    steps: int = 1200
+    batch_size: int = 32
+    lr: Optional[float] = None  # default: 2e-4 with LoRA (the paper), 1e-3 full
+    warmup: int = 50
+    weight_decay: float = 0.0
+    grad_clip: float = 10.0
+    eval_every: int = 300
+    eval_samples: int = 20
+    save_every: int = 100
+    grad_checkpoint: bool = False
+    device: Optional[str] = None
+    seed: int = 0
+
+    def resolve(self, own_data=False):
+        """Fill in the defaults that depend on other settings (own_data: base.py's corpus)."""
+        if self.task not in tasks.TASKS and not own_data:
+            raise ValueError(f"unknown task {self.task!r}; choose from {list(tasks.TASKS)}")
+        if self.method not in tasks.METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose from {list(tasks.METHODS)}")
+        self.ckpt_dir = str(self.ckpt_dir or EMBEDDED)
+        self.out = self.out or f"out/{self.task}-{self.method}"
+        self.lengths = tuple(self.lengths or tasks.TRAIN_LENGTHS.get(self.task, (1, 1)))
+        if self.full is None:
+            self.full = Path(self.ckpt_dir).resolve() == EMBEDDED
+        self.lr = self.lr or (1e-3 if self.full else 2e-4)
+        self.lora_targets = tuple(self.lora_targets)
+        for name in ("steps", "batch_size", "eval_every", "save_every", "lora_r"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        return self
+
+
+# ---- data: pairs -> token ids -> length-grouped batches ----
+
+def encode_pair(tokenizer, pair):
+    """Prompt tokens segment by segment, exactly as the decoder builds a context; then target + EOS."""
+    prompt = [t for seg in pair.segments for t in tokenizer.encode(seg)]
+    return prompt, tokenizer.encode(pair.target) + [tokenizer.eos_id]
+
+
+def make_batch(encoded, pad_id, device):
+    """Right-padded inputs and targets; -1 marks positions without loss (prompt, padding)."""
+    T = max(len(p) + len(t) for p, t in encoded) - 1
+    x = torch.full((len(encoded), T), pad_id, dtype=torch.long)
+    y = torch.full((len(encoded), T), -1, dtype=torch.long)
+    for i, (p, t) in enumerate(encoded):
+        seq = torch.tensor(p + t)
+        x[i, :len(seq) - 1] = seq[:-1]
+        y[i, len(p) - 1:len(seq) - 1] = seq[len(p):]  # predict target tokens and EOS only
+    return x.to(device), y.to(device)
+
+
+def batches(pairs_stream, tokenizer, batch_size, seed, start_step=0, pool=16):
+    """Yield (step, batch) forever. Pools of `pool` batches are sorted by length so a batch pads
+    little, then shuffled; pool k depends only on (seed, k), so a resumed run sees the same data."""
+    k = start_step // pool
+    while True:
+        pairs = pairs_stream(seed * 1_000_003 + k)
+        enc = sorted((encode_pair(tokenizer, next(pairs)) for _ in range(batch_size * pool)),
+                     key=lambda e: len(e[0]) + len(e[1]))
+        chunks = [enc[i:i + batch_size] for i in range(0, len(enc), batch_size)]
+        random.Random(k).shuffle(chunks)
+        for j, chunk in enumerate(chunks):
+            if k * pool + j >= start_step:
+                yield k * pool + j, chunk
+        k += 1
+
+
+def pair_loss(logits, y):
+    """Mean over pairs of each pair's mean token loss."""
+    tok = F.cross_entropy(logits.flatten(0, 1), y.flatten().clamp(min=0), reduction="none").view_as(y)
+    mask = (y >= 0).float()
+    return ((tok * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+
+def lr_at(step, cfg):
+    """Linear warm-up, then cosine decay to a tenth."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+# ---- model set-up and checkpoints ----
+
+def build_model(cfg, device, dtype):
+    """The base model, with LoRA applied unless full fine-tuning."""
+    model, tokenizer = load_meta(cfg.ckpt_dir, device=device, dtype=dtype)
+    if cfg.full:
+        model.requires_grad_(True)
+    else:
+        apply_lora(model, targets=cfg.lora_targets, r=cfg.lora_r, alpha=cfg.lora_alpha,
+                   dropout=cfg.lora_dropout)
+    model.grad_checkpoint = cfg.grad_checkpoint
+    return model, tokenizer
+
+
+def trainable_state(model):
+    return {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_state(cfg, model, optimizer, step):
+    """One file holds everything a resume needs; written atomically, config beside it."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "config.json", lambda f: f.write(json.dumps(asdict(cfg), indent=2).encode()))
+    state = {"step": step, "weights": trainable_state(model), "optimizer": optimizer.state_dict(),
+             "rng": torch.get_rng_state()}
+    atomic_write(out / "state.pt", lambda f: torch.save(state, f))
+
+
+def read_state(out):
+    path = Path(out) / "state.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no training state (was this run started?)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: unreadable training state ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]})") from None
+
+
+def read_config(out):
+    path = Path(out) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no config.json; not a train.py output folder")
+    try:
+        return TrainConfig(**json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise ValueError(f"{path}: not a train.py config ({e})") from None
+
+
+def load_weights(model, weights, source):
+    params = dict(model.named_parameters())
+    bad = [n for n, w in weights.items() if n not in params or params[n].shape != w.shape]
+    if bad or not weights:
+        raise ValueError(f"{source}: weights do not match the model (e.g. {bad[:3]})")
+    with torch.no_grad():
+        for n, w in weights.items():
+            params[n].copy_(w)
+
+
+def load_trained(out, device=None):
+    """(model, tokenizer, config) of a finished or interrupted run, ready for evaluation."""
+    cfg = read_config(out)
+    device, dtype = default_device_dtype(device or cfg.device)
+    model, tokenizer = build_model(cfg, device, dtype)
+    load_weights(model, read_state(out)["weights"], Path(out) / "state.pt")
+    return model.eval(), tokenizer, cfg
+
+
+# ---- the loop ----
+
+def held_out_accuracy(model, tokenizer, cfg, seed=12345):
+    """Exact match on fresh problems at sizes inside the training range, decoded as at test time."""
+    from recurse import solve_problems  # the decoder needs a model; imported late to keep the chapters apart
+    lo, hi = cfg.lengths
+    sizes = sorted({lo, (lo + hi) // 2, hi})
+    problems = [p for n in sizes for p in tasks.eval_problems(cfg.task, n, cfg.eval_samples, seed)]
+    was_training = model.training
+    model.eval()
+    outcomes = solve_problems(model, tokenizer, cfg.task, cfg.method, problems)
+    model.train(was_training)
+    return sum(o.correct for o in outcomes) / len(outcomes)
+
+
+def train(cfg: TrainConfig, resume=False, log=print, stream=None, evaluate=held_out_accuracy):
+    """Train to cfg.steps; returns the final loss. base.py passes its own `stream(seed)` of
+    pairs and its own `evaluate(model, tokenizer, cfg) -> accuracy`."""
+    cfg.resolve(own_data=stream is not None)
+    torch.manual_seed(cfg.seed)
+    device, dtype = default_device_dtype(cfg.device)
+    model, tokenizer = build_model(cfg, device, dtype)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    start = 0
+    if resume:
+        saved = read_config(cfg.out)
+        if (saved.task, saved.method, saved.full, saved.ckpt_dir) != (cfg.task, cfg.method, cfg.full, cfg.ckpt_dir):
+            raise ValueError(f"{cfg.out}: --resume with a different task/method/model than the saved run")
+        state = read_state(cfg.out)
+        load_weights(model, state["weights"], Path(cfg.out) / "state.pt")
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        start = state["step"]
+        log(f"resumed {cfg.out} at step {start}")
+    stream = stream or (lambda s: tasks.stream(cfg.task, cfg.method, cfg.lengths, seed=s))
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=start, disable=None, desc=f"{cfg.task}-{cfg.method}")
+    tokens_seen, t0, loss_value = 0, time.time(), float("nan")
+    for step, chunk in batches(stream, tokenizer, cfg.batch_size, cfg.seed, start):
+        if step >= cfg.steps:
+            break
+        x, y = make_batch(chunk, tokenizer.pad_id if tokenizer.pad_id >= 0 else 0, device)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        loss = pair_loss(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        loss_value, tokens_seen = loss.item(), tokens_seen + x.numel()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_seen / (time.time() - t0):.0f}")
+        done = step + 1
+        if done % cfg.save_every == 0 or done == cfg.steps:
+            save_state(cfg, model, optimizer, done)
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            acc = evaluate(model, tokenizer, cfg)
+            log(f"step {done}: loss {loss_value:.4f}, held-out exact match {acc:.1%}, "
+                f"{tokens_seen / (time.time() - t0):.0f} tokens/s")
+    bar.close()
+    return loss_value
+
+
+def parse_args(argv=None) -> tuple:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(description="Tune a LLaMA on a compositional task.")
+    p.add_argument("--task", default=d.task, choices=list(tasks.TASKS))
+    p.add_argument("--method", default=d.method, choices=list(tasks.METHODS))
+    p.add_argument("--ckpt-dir", help="Meta-format weights (default: the embedded tiny LLaMA)")
+    p.add_argument("--out", help="output folder (default out/<task>-<method>)")
+    p.add_argument("--lengths", help="training sizes LO:HI (default: the paper's)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--full", action="store_true", default=None, help="full fine-tuning")
+    mode.add_argument("--lora", dest="full", action="store_false", help="LoRA (default with --ckpt-dir)")
+    for name in ("lora_r", "steps", "batch_size", "warmup", "eval_every", "eval_samples",
+                 "save_every", "seed"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    for name in ("lora_alpha", "lora_dropout", "lr", "weight_decay", "grad_clip"):
+        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    p.add_argument("--lora-targets", default=",".join(d.lora_targets), help="e.g. wq,wk,wv,wo,w1,w2,w3")
+    p.add_argument("--grad-checkpoint", action="store_true")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    a = vars(p.parse_args(argv))
+    resume = a.pop("resume")
+    a["lora_targets"] = tuple(t for t in a["lora_targets"].split(",") if t)
+    if a["lengths"]:
+        try:
+            lo, hi = (int(v) for v in a["lengths"].split(":"))
+        except ValueError:
+            p.error(f"--lengths must be LO:HI, got {a['lengths']!r}")
+        if not 1 <= lo <= hi:
+            p.error(f"--lengths needs 1 <= LO <= HI, got {lo}:{hi}")
+        a["lengths"] = (lo, hi)
+    return TrainConfig(**a), resume
+
+
+def main(argv=None):
+    cfg, resume = parse_args(argv)
+    try:
+        cfg.resolve()
+        if not resume and (Path(cfg.out) / "state.pt").exists():
+            raise ValueError(f"{cfg.out} already holds a run: pass --resume, or another --out")
+        if cfg.device:
+            torch.device(cfg.device)  # fails early on a malformed name
+        t0 = time.time()
+        train(cfg, resume=resume)
+        print(f"done in {time.time() - t0:.0f} s; saved to {cfg.out}")
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
