@@ -1,0 +1,233 @@
+"""recurse.py: a stand-in model that plays the gold oracle solves every task far beyond training
+through the real decoding loop; runaway or malformed models end with the right failure, quickly;
+on a real tiny model, batching changes nothing and a parent's cache after a return equals a full
+forward of the same tokens."""
+import random
+
+import pytest
+import torch
+import torch.nn as nn
+
+import tasks
+from conftest import tiny_model
+from model import ModelArgs
+from recurse import Limits, solve_problems
+from train import encode_pair
+
+
+@pytest.fixture
+def tok(project_tokenizer):
+    """conftest's project tokenizer (base.py's recipe): round-trips every task string exactly."""
+    return project_tokenizer
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tensors here are tiny: a second thread only waits on the shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class ScriptedModel(nn.Module):
+    """A stand-in model: `script(context_text)` is the rest of the current step ("" means EOS), and
+    its first token gets the top logit. It keeps each cache row's tokens itself (a row whose cache
+    length is 0 starts afresh); `seen` records each row's tokens after every forward. With `real`,
+    a real model runs on the same cache underneath and `seen` keeps its last logits too; the
+    script still picks the token."""
+
+    def __init__(self, tokenizer, script, real=None):
+        super().__init__()
+        self.tokenizer, self.script, self.real = tokenizer, script, real
+        # without `real`, the cache only needs some shape: one layer, one head of 8
+        self.args = real.args if real else ModelArgs(dim=8, n_layers=1, n_heads=1,
+                                                     vocab_size=tokenizer.n_words)
+        self.unused = nn.Parameter(torch.zeros(1))  # the decoder reads dtype/device from a parameter
+        self.history, self.seen = {}, []
+
+    def forward(self, tokens, cache=None, rows=None, n_new=None):
+        fresh = (cache.lengths[rows] == 0).tolist()  # before the lengths advance
+        if self.real is not None:
+            real_logits = self.real(tokens, cache, rows=rows, n_new=n_new)
+        else:
+            cache.lengths[rows] += n_new
+        logits = torch.zeros(*tokens.shape, self.tokenizer.n_words)
+        for b, (row, n) in enumerate(zip(rows.tolist(), n_new.tolist())):
+            history = self.history[row] = ([] if fresh[b] else self.history[row]) + tokens[b, :n].tolist()
+            self.seen.append((history, None if self.real is None else real_logits[b, n - 1].clone()))
+            logits[b, n - 1, self.next_token(history)] = 1.0
+        return logits
+
+    def next_token(self, history):
+        try:
+            rest = self.script(self.tokenizer.decode(history))
+        except ValueError:  # mid-prompt, the oracle sees no valid context; this token is never used
+            return self.tokenizer.eos_id
+        return self.tokenizer.encode(rest)[0] if rest else self.tokenizer.eos_id
+
+
+def oracle_model(tokenizer, task, method="retuning", real=None):
+    return ScriptedModel(tokenizer, lambda text: tasks.oracle(task, text, method), real)
+
+
+def repeating(step):
+    """A script that writes `step` in every context, whatever the context says."""
+    def script(text):
+        current = text.rsplit(tasks.SOLUTION, 1)[-1]
+        return step[len(current):] if step.startswith(current) else ""
+    return script
+
+
+def problems_of(task, lengths, seed=0):
+    return [tasks.eval_problems(task, n, 1, seed)[0] for n in lengths]
+
+
+@pytest.mark.parametrize("task, lengths", [
+    ("parity", [40, 3, 1, 17]), ("addition", [60, 5, 1]), ("dp", [24, 2, 9]),
+])
+def test_oracle_model_solves_far_beyond_training(tok, task, lengths):
+    problems = problems_of(task, lengths)
+    outcomes = solve_problems(oracle_model(tok, task), tok, task, "retuning",
+                              problems, batch_size=3)
+    for problem, out in zip(problems, outcomes):
+        assert out.failure is None and out.correct, out.trace[-2000:]
+        assert out.answer == tasks.answer(task, problem)
+    n = lengths[0]
+    assert outcomes[0].calls == {"parity": n - 1, "addition": n - 1, "dp": 2 * n}[task]
+    assert outcomes[0].depth == {"parity": n - 1, "addition": n - 1, "dp": n}[task]
+
+
+@pytest.mark.parametrize("method", ["baseline", "scratchpad"])
+@pytest.mark.parametrize("task", list(tasks.TASKS))
+def test_plain_generation_on_the_same_loop(tok, task, method):
+    problems = problems_of(task, [4, 2, 6])
+    outcomes = solve_problems(oracle_model(tok, task, method), tok, task, method, problems, batch_size=2)
+    assert all(o.correct and o.calls == 0 and o.failure is None for o in outcomes)
+    assert [o.output for o in outcomes] == [tasks.pairs(task, method, p)[0].target for p in problems]
+
+
+def test_contexts_are_tokenized_exactly_as_in_training(tok):
+    """Every step starts from concat(encode(segment)) of its training pair (train.encode_pair)."""
+    problems = [(1, 0, 1, 1, 0), (3, -2, 1, 5)]
+    for task, problem in zip(("parity", "dp"), problems):
+        model = oracle_model(tok, task)
+        (out,) = solve_problems(model, tok, task, "retuning", [problem])
+        assert out.correct
+        seen = {tuple(history) for history, _ in model.seen}
+        for pair in tasks.pairs(task, "retuning", problem):
+            assert tuple(encode_pair(tok, pair)[0]) in seen, pair.prompt
+
+
+def test_rows_are_reused_and_progress_is_reported(tok):
+    model, finished = oracle_model(tok, "parity"), []
+    problems = problems_of("parity", [4] * 12)
+    outcomes = solve_problems(model, tok, "parity", "retuning", problems, batch_size=2,
+                              progress=finished.append)
+    assert all(o.correct for o in outcomes) and finished == [1] * 12
+    assert len(model.history) <= 2 * 4  # rows in use at once: 2 problems, 4 contexts deep
+
+
+def test_trace_shows_the_call_tree(tok):
+    (out,) = solve_problems(oracle_model(tok, "parity"), tok, "parity", "retuning", [(1, 0, 1)])
+    assert out.trace.split("\n") == [
+        "What is the parity of [1, 0, 1]?",
+        "Solution: Call: What is the parity of [0, 1]?",
+        "    What is the parity of [0, 1]?",
+        "    Solution: Call: What is the parity of [1]?",
+        "        What is the parity of [1]?",
+        "        Solution: 1",
+        "    Return: 1",
+        "    Answer: 1",
+        "Return: 1",
+        "Answer: 0",
+    ]
+    assert out.output == "Call: What is the parity of [0, 1]?\nReturn: 1\nAnswer: 0"
+
+
+def test_reencoding_variant_gives_the_same_answers_with_more_tokens(tok):
+    problems = problems_of("dp", [5, 3])
+    kept, redone = (solve_problems(oracle_model(tok, "dp"), tok, "dp", "retuning", problems,
+                                   batch_size=2, reencode=r) for r in (False, True))
+    assert [o.output for o in kept] == [o.output for o in redone] and all(o.correct for o in redone)
+    assert all(r.tokens > k.tokens for k, r in zip(kept, redone))
+
+
+SMALL = Limits(max_depth=6, max_calls=8, max_new_tokens=40, max_context_tokens=200, max_total_tokens=2000)
+
+
+@pytest.mark.parametrize("script, limits, reason", [
+    (lambda text: "1 0", SMALL, "max_new_tokens"),  # never stops
+    (repeating("Call: What is the parity of [1, 0]?\n"), SMALL, "max_depth"),  # calls itself forever
+    (repeating("Call: What is the parity of [1, 0]?\n"), Limits(max_calls=3), "max_calls"),
+    (repeating("Call: banana\n"), SMALL, "malformed call"),
+    (repeating("Call: What is the parity of [1, 0]?\n"),
+     Limits(max_depth=50, max_calls=50, max_total_tokens=300), "max_total_tokens"),
+    (lambda text: "1 " * 90, Limits(max_new_tokens=500, max_context_tokens=100), "max_context_tokens"),
+])
+def test_runaway_models_end_with_the_reason(tok, script, limits, reason):
+    problems = problems_of("parity", [5, 2, 8])
+    outcomes = solve_problems(ScriptedModel(tok, script), tok, "parity", "retuning", problems,
+                              batch_size=2, limits=limits)
+    for out in outcomes:
+        assert not out.correct and out.failure.startswith(reason), out.failure
+        assert out.trace.endswith(f"!! {out.failure}")
+        assert out.tokens <= limits.max_total_tokens
+
+
+def test_garbage_that_stops_is_just_wrong(tok):
+    outcomes = solve_problems(ScriptedModel(tok, repeating("banana")), tok, "addition", "retuning",
+                              problems_of("addition", [3, 4]), batch_size=2)
+    assert all(o.failure is None and not o.correct and o.answer is None for o in outcomes)
+
+
+def random_problems(rng, n):
+    return [tasks.sample("parity", rng, rng.randint(1, 12)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("method", tasks.METHODS)
+def test_batched_equals_one_at_a_time_on_a_real_model(tok, method):
+    """Prompts of mixed lengths: prefill chunks and one-token steps share forwards."""
+    model = tiny_model(vocab_size=tok.n_words)
+    problems = random_problems(random.Random(0), 6)
+    limits = Limits(max_new_tokens=24)
+    one, many = (solve_problems(model, tok, "parity", method, problems, batch_size=b, limits=limits)
+                 for b in (1, 4))
+    assert [(o.output, o.tokens, o.failure) for o in one] == [(o.output, o.tokens, o.failure) for o in many]
+
+
+def test_steered_real_model_recurses_the_same_batched(tok):
+    """A real model steered along the gold calls: batched, its logits match one at a time."""
+    problems = random_problems(random.Random(1), 5)
+    runs = []
+    for batch_size in (1, 3):
+        model = oracle_model(tok, "parity", real=tiny_model(vocab_size=tok.n_words))
+        outcomes = solve_problems(model, tok, "parity", "retuning", problems, batch_size)
+        assert all(o.correct for o in outcomes)
+        runs.append(([(o.output, o.tokens) for o in outcomes], model.seen))
+    (out1, seen1), (out3, seen3) = runs
+    assert out1 == out3
+    key = lambda seen: sorted((tuple(h), tuple(x.tolist())) for h, x in seen)  # noqa: E731
+    for (h1, x1), (h3, x3) in zip(key(seen1), key(seen3)):
+        assert h1 == h3 and torch.allclose(torch.tensor(x1), torch.tensor(x3), atol=1e-4)
+
+
+def test_cache_after_return_equals_full_forward(tok):
+    real = tiny_model(vocab_size=tok.n_words)
+    model = oracle_model(tok, "parity", real=real)
+    solve_problems(model, tok, "parity", "retuning", [(1, 1, 0, 1), (0, 1), (1, 0, 0)], batch_size=3)
+    after_return = [(h, x) for h, x in model.seen if tok.decode(h).endswith(tasks.ANSWER)]
+    assert len(after_return) == 3 + 1 + 2  # one per call
+    with torch.no_grad():
+        for history, logits in after_return:
+            full = real(torch.tensor([history]))[0, -1]  # (vocab,)
+            torch.testing.assert_close(logits, full, atol=1e-4, rtol=0)
+
+
+def test_bad_arguments(tok):
+    model = oracle_model(tok, "parity")
+    with pytest.raises(ValueError, match="batch_size"):
+        solve_problems(model, tok, "parity", "retuning", [(1,)], batch_size=0)
+    with pytest.raises(ValueError, match="unknown method"):
+        solve_problems(model, tok, "parity", "chain", [(1,)])
+    assert solve_problems(model, tok, "parity", "retuning", []) == []
