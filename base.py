@@ -101,7 +101,7 @@ def train_tokenizer(out_dir: Path, vocab_size=512, seed=0) -> Tokenizer:
     spm.SentencePieceTrainer.Train(
         sentence_iterator=iter(tokenizer_corpus(seed)), model_prefix=str(out_dir / "tokenizer"),
         vocab_size=vocab_size, hard_vocab_limit=False,  # a small corpus caps the vocabulary
-        model_type="bpe", split_digits=True, byte_fallback=True, split_by_whitespace=False,
+        model_type="bpe", split_digits=True, byte_fallback=True, split_by_whitespace=True,
         treat_whitespace_as_suffix=True,  # ", " is one piece: a list item costs two tokens
         normalization_rule_name="identity", add_dummy_prefix=False, remove_extra_whitespaces=False,
         max_sentence_length=1 << 16, unk_id=0, bos_id=1, eos_id=2, pad_id=3,

@@ -37,7 +37,7 @@ class EvalConfig:
     runs: str = "out"  # where train.py wrote out/<task>-<method>/
     out: Optional[str] = None  # default out/eval-<task>.json
     trace: bool = False
-    max_new_tokens: int = Limits.max_new_tokens
+    max_new_tokens: Optional[int] = None  # default: twice the longest gold sequence (Limits.fitting)
     device: Optional[str] = None
 
 
@@ -81,7 +81,7 @@ def parse_args(argv=None) -> EvalConfig:
     p.add_argument("--out", help="results JSON (default <runs>/eval-<task>.json); the plot goes beside it")
     p.add_argument("--trace", action="store_true", help="print one problem's call tree per method")
     p.add_argument("--max-new-tokens", type=positive_int, default=d.max_new_tokens,
-                   help="tokens one context may generate")
+                   help="tokens one context may generate (default: twice the longest gold sequence)")
     p.add_argument("--device", help="cpu, cuda, ... (default: the run's)")
     cfg = EvalConfig(**vars(p.parse_args(argv)))
     cfg.lengths = cfg.lengths or parse_lengths(DEFAULT_LENGTHS[cfg.task])
@@ -121,7 +121,8 @@ def evaluate(cfg: EvalConfig, method: str, bar) -> tuple:
     problems = [p for n in cfg.lengths for p in tasks.eval_problems(cfg.task, n, cfg.samples, cfg.seed)]
     # all lengths in one call: a finished problem makes room for the next, whatever its size
     outcomes = solve_problems(model, tokenizer, cfg.task, method, problems, cfg.batch_size,
-                              Limits(max_new_tokens=cfg.max_new_tokens), progress=bar.update)
+                              Limits(max_new_tokens=cfg.max_new_tokens) if cfg.max_new_tokens else None,
+                              progress=bar.update)
     results = {}
     for i, n in enumerate(cfg.lengths):
         chunk = outcomes[i * cfg.samples:(i + 1) * cfg.samples]

@@ -40,6 +40,13 @@ class Limits:
     max_context_tokens: int = 4096  # tokens one context may hold: its cache row's length
     max_total_tokens: int = 100_000  # tokens run through the model per problem
 
+    @classmethod
+    def fitting(cls, tokenizer, task: str, method: str, size: int, slack: float = 2.0):
+        """Room for `slack` times the longest gold sequence of this size: a model that never
+        stops is cut off soon after it has gone wrong, not thousands of tokens later."""
+        longest = tasks.longest_sequence(task, method, size, lambda s: len(tokenizer.encode(s)), samples=8)
+        return cls(max_new_tokens=int(slack * longest) + 16)
+
 
 @dataclass
 class Outcome:
@@ -297,7 +304,10 @@ def solve_problems(model, tokenizer, task: str, method: str, problems: list, bat
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     prompts = [tasks.inference_prompt(task, method, problem) for problem in problems]
+    if not problems:
+        return []
     decoder = Decoder(model, tokenizer, task, recursive=method == "retuning",
-                      limits=limits or Limits(), reencode=reencode)
+                      limits=limits or Limits.fitting(tokenizer, task, method, max(map(len, problems))),
+                      reencode=reencode)
     runs = decoder.solve(prompts, batch_size, progress)
     return [outcome(task, method, problem, run) for problem, run in zip(problems, runs)]
