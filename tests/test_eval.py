@@ -5,19 +5,9 @@ import json
 import shutil
 
 import pytest
-import torch
 
 import eval as evaluation  # not the builtin
 import train
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors here are tiny: a second thread only waits on the shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import tiny_args, tiny_model
-from model import KVCache, Transformer, Tokenizer, load_meta, save_meta, shard_dim
+from model import KVCache, load_meta, save_meta, shard_dim
 
 transformers = pytest.importorskip("transformers")
 

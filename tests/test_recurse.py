@@ -21,15 +21,6 @@ def tok(project_tokenizer):
     return project_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors here are tiny: a second thread only waits on the shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class ScriptedModel(nn.Module):
     """A stand-in model: `script(context_text)` is the rest of the current step ("" means EOS), and
     its first token gets the top logit. It keeps each cache row's tokens itself (a row whose cache
