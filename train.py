@@ -237,10 +237,10 @@ def train(cfg: TrainConfig, resume=False, log=print, stream=None, evaluate=held_
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss = pair_loss(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)  # now, not before backward: no stale grads beside activations
         loss_value, tokens_seen = loss.item(), tokens_seen + x.numel()
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_seen / (time.time() - t0):.0f}")

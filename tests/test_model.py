@@ -7,38 +7,8 @@ import pytest
 import torch
 
 from conftest import tiny_args, tiny_model
+from hf_reference import to_hf
 from model import KVCache, load_meta, save_meta, shard_dim
-
-transformers = pytest.importorskip("transformers")
-
-
-def to_hf(model):
-    """Our (Meta-layout) weights as a transformers LlamaForCausalLM, with its converter's
-    rotary permutation: Meta rotates adjacent pairs, HF rotates the two halves of a head."""
-    a = model.args
-    config = transformers.LlamaConfig(
-        vocab_size=a.vocab_size, hidden_size=a.dim, intermediate_size=a.hidden_dim,
-        num_hidden_layers=a.n_layers, num_attention_heads=a.n_heads,
-        num_key_value_heads=a.kv_heads, rms_norm_eps=a.norm_eps, max_position_embeddings=a.max_seq_len,
-        rope_parameters={"rope_type": "default", "rope_theta": a.rope_theta}, tie_word_embeddings=False)
-    hf = transformers.LlamaForCausalLM(config).eval()
-
-    def permute(w, n_heads):
-        return w.view(n_heads, w.shape[0] // n_heads // 2, 2, w.shape[1]).transpose(1, 2).reshape(w.shape)
-
-    sd = {"model.embed_tokens.weight": model.tok_embeddings.weight,
-          "model.norm.weight": model.norm.weight, "lm_head.weight": model.output.weight}
-    for i, layer in enumerate(model.layers):
-        p, at, ff = f"model.layers.{i}.", layer.attention, layer.feed_forward
-        sd.update({p + "self_attn.q_proj.weight": permute(at.wq.weight, a.n_heads),
-                   p + "self_attn.k_proj.weight": permute(at.wk.weight, a.kv_heads),
-                   p + "self_attn.v_proj.weight": at.wv.weight, p + "self_attn.o_proj.weight": at.wo.weight,
-                   p + "mlp.gate_proj.weight": ff.w1.weight, p + "mlp.down_proj.weight": ff.w2.weight,
-                   p + "mlp.up_proj.weight": ff.w3.weight,
-                   p + "input_layernorm.weight": layer.attention_norm.weight,
-                   p + "post_attention_layernorm.weight": layer.ffn_norm.weight})
-    hf.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=True)
-    return hf
 
 
 @pytest.mark.parametrize("n_kv_heads", [None, 2], ids=["multi-head", "grouped-query"])
