@@ -24,6 +24,7 @@ from tqdm import tqdm
 import tasks
 from lora import apply_lora
 from model import atomic_write, default_device_dtype, load_meta
+from recurse import solve_problems
 
 EMBEDDED = Path(__file__).resolve().parent / "assets" / "tiny-llama"
 
@@ -195,7 +196,6 @@ def load_trained(out, device=None):
 
 def held_out_accuracy(model, tokenizer, cfg, seed=12345):
     """Exact match on fresh problems at sizes inside the training range, decoded as at test time."""
-    from recurse import solve_problems  # the decoder needs a model; imported late to keep the chapters apart
     lo, hi = cfg.lengths
     sizes = sorted({lo, (lo + hi) // 2, hi})
     problems = [p for n in sizes for p in tasks.eval_problems(cfg.task, n, cfg.eval_samples, seed)]
