@@ -9,9 +9,9 @@ task=${1:-parity}
 shift || true
 py=${PYTHON:-python}
 case "$task" in
-  parity)   lengths=5:40:5 ;;
-  addition) lengths=5:30:5 ;;
-  dp)       lengths=2:10 ;;
+  parity)   lengths=5:40:5; steps=1200 ;;
+  addition) lengths=5:30:5; steps=1200 ;;
+  dp)       lengths=2:10;   steps=400 ;;  # DP's scratchpad averages 417 tokens: 1,200 steps would take ~30 min alone
   *) echo "error: unknown task '$task' (parity, addition or dp)" >&2; exit 2 ;;
 esac
 start=$(date +%s)
@@ -20,7 +20,7 @@ for method in baseline scratchpad retuning; do
     echo "== out/$task-$method exists: kept"
   else
     echo "== training $task $method"
-    $py train.py --task "$task" --method "$method"
+    $py train.py --task "$task" --method "$method" --steps "$steps"
   fi
 done
 echo "== evaluating"

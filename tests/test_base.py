@@ -1,6 +1,7 @@
 """base.py: the generic skills say what they do, the tokenizer keeps text exactly, and the
 committed embedded model loads with a tokenizer that fits it."""
 import random
+import re
 
 import pytest
 import torch
@@ -14,27 +15,39 @@ def bracketed(text):
     return text.replace("]", "[").split("[")[1::2]
 
 
+def split_request(prompt):
+    """(verb, line) from either framing base.frame writes."""
+    body = prompt.rsplit("\n", 1)
+    if body[1].split(". ")[0].endswith(" the line above"):
+        return body[1].split(" the line above")[0], body[0]
+    verb, line = body[0].split(": ", 1)
+    return verb, line
+
+
 def test_generic_skills_say_what_they_do():
     rng = random.Random(0)
     checked = set()
-    for _ in range(400):
+    for _ in range(600):
         pair = base.generic_pair(rng)
-        verb, rest = pair.prompt.split(": ", 1)
-        line = rest.rsplit("\n", 1)[0]
-        if verb in ("Copy", "Repeat"):
+        verb, line = split_request(pair.prompt)
+        x = re.search(r"-?\d+", verb)  # only a "prepend" verb holds a number
+        skill = next(s for s, verbs in base.VERBS.items()
+                     if any(verb == v.format(x=x and x.group()) for v in verbs))
+        checked.add(skill)
+        if skill == "add":
+            assert int(pair.target) == sum(int(t) for t in line.split(" + "))
+        elif skill == "copy":
             assert pair.target == line
         elif "[" not in line or pair.target == "empty":
             continue  # digit strings: the same rules, but no brackets to split on
-        elif verb.startswith("Prepend"):
-            x = verb.split()[1]
-            assert [f"{x}, {a}" for a in bracketed(line)] == bracketed(pair.target)
-        elif verb in ("Drop the first of", "Tail of"):
+        elif skill == "prepend":
+            assert [f"{x.group()}, {a}" for a in bracketed(line)] == bracketed(pair.target)
+        elif skill == "drop":
             assert [a.split(", ", 1)[1] for a in bracketed(line)] == bracketed(pair.target)
-        elif verb in ("First of", "Last of"):
-            at = 0 if verb == "First of" else -1
+        else:
+            at = 0 if skill == "first" else -1
             assert pair.target.split(" ") == [a.split(", ")[at] for a in bracketed(line)]
-        checked.add(verb.split()[0])
-    assert checked == {"Copy", "Repeat", "Prepend", "Drop", "Tail", "First", "Last"}
+    assert checked == set(base.VERBS)
 
 
 def test_tokenizer_keeps_task_text_exactly(project_tokenizer):
