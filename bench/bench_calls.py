@@ -1,0 +1,104 @@
+"""bench/bench_calls.py: why Re-Tuning falls short beyond the training sizes (a diagnosis, not a test).
+
+A Re-Tuning solution of size n is a chain of contexts of sizes n, n-1, ..., 1, and it is right
+for sure only if every step of every context is: each call line (the problem copied with one
+element dropped) and each answer step. This measures, with teacher forcing (all argmaxes right
+<=> greedy decoding writes the step exactly), for every size k:
+  call    the tuned run's call line of a size-k context,
+  answer  its answer step (for k = 1: the base case),
+  base    the untuned embedded model dropping the first element of the same line, asked in its
+          own pretraining wordings (base.py): what pretraining gave the tuning to start from,
+  chain   the product over sizes 1..k of call x answer: every step of a size-k solution exact,
+          if errors were independent,
+  eval    the accuracy eval.py measured (out/eval-<task>.json), when there is one.
+Where "chain" follows "eval" down, the accuracy lost beyond the training range is copying errors
+compounding over the chain; where "call" is far below "base", the tuning lost what pretraining
+had. Parity's answer is a bit, so a broken chain still guesses right about half the time.
+
+    python bench/bench_calls.py --task parity --lengths 1:40     # needs out/parity-retuning
+    python bench/bench_calls.py --task addition --lengths 1:30
+"""
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import tasks  # noqa: E402
+from base import VERBS, frame, teacher_forced_exact  # noqa: E402
+from model import load_meta  # noqa: E402
+from train import EMBEDDED, load_trained, read_config  # noqa: E402
+
+
+def step_pairs(task, size, samples, seed):
+    """The top context's call pair and answer pair of `samples` problems (one pair at size 1)."""
+    calls, answers = [], []
+    for problem in tasks.eval_problems(task, size, samples, seed):
+        trajectory = tasks.retuning(task, problem)  # the top context's steps come first and last
+        if size > 1:
+            calls.append(trajectory[0])
+        answers.append(trajectory[-1])
+    return calls, answers
+
+
+def base_drop_pairs(task, calls, seed):
+    """The same call lines as base.py's generic "drop the first item" requests."""
+    rng = random.Random(seed)
+    out = []
+    for pair in calls:
+        line = pair.segments[0].removesuffix(tasks.SOLUTION)  # the context's problem
+        target = pair.target.removeprefix(tasks.CALL).removesuffix(tasks.CALL_END)  # the sub-problem
+        out.append(tasks.Pair((frame(rng, rng.choice(VERBS["drop"]), line),), target))
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Per-step exactness of a Re-Tuning run by size.")
+    p.add_argument("--task", default="parity", choices=["parity", "addition"])
+    p.add_argument("--lengths", default="1:40", help="LO:HI, every size (the chain needs them all)")
+    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--runs", default="out")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    lo, hi = map(int, a.lengths.split(":"))
+    run = Path(a.runs) / f"{a.task}-retuning"
+    try:
+        tuned, tokenizer, cfg = load_trained(run)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
+        sys.exit(f"error: {e} (train it: python train.py --task {a.task} --method retuning)")
+    base_dir = cfg.ckpt_dir if Path(cfg.ckpt_dir).is_dir() else EMBEDDED
+    base, base_tokenizer = load_meta(base_dir, device=next(tuned.parameters()).device)
+    base.eval()
+    measured = {}
+    eval_json = Path(a.runs) / f"eval-{a.task}.json"
+    if eval_json.is_file():
+        measured = json.loads(eval_json.read_text())["results"].get("retuning", {})
+    print(f"{run} (trained on sizes {read_config(run).lengths[0]}-{read_config(run).lengths[1]}), "
+          f"{a.samples} problems per size, teacher-forced exact match in %")
+    print(f"{'size':>4} {'call':>6} {'answer':>7} {'base':>6} {'chain':>6} {'eval':>6}")
+    chain = 1.0
+    for k in range(1, hi + 1):
+        calls, answers = step_pairs(a.task, k, a.samples, a.seed)
+        call = teacher_forced_exact(tuned, tokenizer, calls) if calls else 1.0
+        answer = teacher_forced_exact(tuned, tokenizer, answers)
+        chain *= call * answer
+        if k < lo:
+            continue
+        base_drop = teacher_forced_exact(base, base_tokenizer, base_drop_pairs(a.task, calls, a.seed)) if calls else None
+        r = measured.get(str(k))
+        cells = [f"{100 * call:6.1f}", f"{100 * answer:7.1f}",
+                 f"{100 * base_drop:6.1f}" if base_drop is not None else f"{'-':>6}",
+                 f"{100 * chain:6.1f}", f"{100 * r['correct'] / r['n']:6.1f}" if r else f"{'-':>6}"]
+        print(f"{k:>4} " + " ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
