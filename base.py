@@ -63,11 +63,14 @@ VERBS = {"copy": ("Copy", "Repeat", "Echo", "Say again"),
 HEADS = ("Result", "Out", "Answer", "Solution", "Output", "Reply", "Next")
 
 
-def frame(rng, verb, line):
+def frame(rng, verb, line, line_first=None):
     """The same request in varied framings, so a skill is learned apart from its wording: the
-    instruction before the line, or the line first (as a task prompt is) and the instruction after."""
+    instruction before the line, or the line first (as a task prompt is) and the instruction after
+    (at random unless `line_first` says which)."""
     head = rng.choice(HEADS)
-    if rng.random() < 0.5:
+    if line_first is None:
+        line_first = rng.random() >= 0.5
+    if not line_first:
         return f"{verb}: {line}\n{head}: "
     return f"{line}\n{verb} the line above. {head}: "
 

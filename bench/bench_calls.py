@@ -7,7 +7,9 @@ element dropped) and each answer step. This measures, with teacher forcing (all 
   call    the tuned run's call line of a size-k context,
   answer  its answer step (for k = 1: the base case),
   base    the untuned embedded model dropping the first element of the same line, asked in its
-          own pretraining wordings (base.py): what pretraining gave the tuning to start from,
+          own pretraining wordings (base.py), with the instruction before the line (base:instr)
+          or after it (base:line, the order of a task's prompt), and as base:line but with the
+          target's leading words given (base:nums, the numbers alone): what pretraining gave,
   chain   the product over sizes 1..k of call x answer: every step of a size-k solution exact,
           if errors were independent,
   eval    the accuracy eval.py measured (out/eval-<task>.json), when there is one.
@@ -21,6 +23,7 @@ had. Parity's answer is a bit, so a broken chain still guesses right about half 
 import argparse
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -46,14 +49,17 @@ def step_pairs(task, size, samples, seed):
     return calls, answers
 
 
-def base_drop_pairs(task, calls, seed):
-    """The same call lines as base.py's generic "drop the first item" requests."""
+def base_drop_pairs(task, calls, seed, line_first, words_given=False):
+    """The same call lines as base.py's generic "drop the first item" requests, in one framing;
+    with `words_given`, the target's words before its first number are put in the prompt."""
     rng = random.Random(seed)
     out = []
     for pair in calls:
         line = pair.segments[0].removesuffix(tasks.SOLUTION)  # the context's problem
         target = pair.target.removeprefix(tasks.CALL).removesuffix(tasks.CALL_END)  # the sub-problem
-        out.append(tasks.Pair((frame(rng, rng.choice(VERBS["drop"]), line),), target))
+        prompt = frame(rng, rng.choice(VERBS["drop"]), line, line_first)
+        cut = re.search(r"[\d-]", target).start() if words_given else 0
+        out.append(tasks.Pair((prompt + target[:cut],), target[cut:]))
     return out
 
 
@@ -83,7 +89,7 @@ def main(argv=None):
         measured = json.loads(eval_json.read_text())["results"].get("retuning", {})
     print(f"{run} (trained on sizes {read_config(run).lengths[0]}-{read_config(run).lengths[1]}), "
           f"{a.samples} problems per size, teacher-forced exact match in %")
-    print(f"{'size':>4} {'call':>6} {'answer':>7} {'base':>6} {'chain':>6} {'eval':>6}")
+    print(f"{'size':>4} {'call':>6} {'answer':>7} {'base:instr':>10} {'base:line':>9} {'base:nums':>9} {'chain':>6} {'eval':>6}")
     chain = 1.0
     for k in range(1, hi + 1):
         calls, answers = step_pairs(a.task, k, a.samples, a.seed)
@@ -92,10 +98,11 @@ def main(argv=None):
         chain *= call * answer
         if k < lo:
             continue
-        base_drop = teacher_forced_exact(base, base_tokenizer, base_drop_pairs(a.task, calls, a.seed)) if calls else None
+        base_drop = [teacher_forced_exact(base, base_tokenizer, base_drop_pairs(a.task, calls, a.seed, *how))
+                     if calls else None for how in ((False,), (True,), (True, True))]
         r = measured.get(str(k))
         cells = [f"{100 * call:6.1f}", f"{100 * answer:7.1f}",
-                 f"{100 * base_drop:6.1f}" if base_drop is not None else f"{'-':>6}",
+                 *(f"{100 * b:{w}.1f}" if b is not None else f"{'-':>{w}}" for b, w in zip(base_drop, (10, 9, 9))),
                  f"{100 * chain:6.1f}", f"{100 * r['correct'] / r['n']:6.1f}" if r else f"{'-':>6}"]
         print(f"{k:>4} " + " ".join(cells), flush=True)
 
