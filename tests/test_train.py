@@ -39,6 +39,13 @@ def test_each_pair_weighs_the_same():
     assert pair_loss(logits, y).item() == pytest.approx(sum(per_pair) / 2)
 
 
+def test_default_learning_rates():
+    assert TrainConfig(task="parity").resolve().lr == train.FULL_LR["parity"]  # embedded: full
+    assert TrainConfig(task="addition").resolve().lr == train.FULL_LR["addition"]
+    assert TrainConfig(task="parity", ckpt_dir="/meta/llama-7b").resolve().lr == 2e-4  # LoRA, the paper's
+    assert TrainConfig(task="parity", lr=1e-3).resolve().lr == 1e-3
+
+
 def test_short_run_lowers_loss(tiny_ckpt, tmp_path):
     cfg = cfg_for(tiny_ckpt, tmp_path / "run", steps=40)
     losses = []
