@@ -34,8 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 import tasks  # noqa: E402
 from base import VERBS, frame, teacher_forced_exact  # noqa: E402
+from eval import parse_lengths, positive_int  # noqa: E402
 from model import load_meta  # noqa: E402
-from train import EMBEDDED, load_trained, read_config  # noqa: E402
+from train import EMBEDDED, load_trained  # noqa: E402
 
 
 def step_pairs(task, size, samples, seed):
@@ -66,15 +67,16 @@ def base_drop_pairs(task, calls, seed, line_first, words_given=False):
 def main(argv=None):
     p = argparse.ArgumentParser(description="Per-step exactness of a Re-Tuning run by size.")
     p.add_argument("--task", default="parity", choices=["parity", "addition"])
-    p.add_argument("--lengths", default="1:40", help="LO:HI, every size (the chain needs them all)")
-    p.add_argument("--samples", type=int, default=100)
+    p.add_argument("--lengths", type=parse_lengths, default="1:40",
+                   help="LO:HI: rows for LO..HI (the chain always starts at size 1)")
+    p.add_argument("--samples", type=positive_int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", default="out")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    lo, hi = map(int, a.lengths.split(":"))
+    lo, hi = min(a.lengths), max(a.lengths)
     run = Path(a.runs) / f"{a.task}-retuning"
     try:
         tuned, tokenizer, cfg = load_trained(run)
@@ -87,9 +89,10 @@ def main(argv=None):
     eval_json = Path(a.runs) / f"eval-{a.task}.json"
     if eval_json.is_file():
         measured = json.loads(eval_json.read_text())["results"].get("retuning", {})
-    print(f"{run} (trained on sizes {read_config(run).lengths[0]}-{read_config(run).lengths[1]}), "
+    print(f"{run} (trained on sizes {cfg.lengths[0]}-{cfg.lengths[1]}), "
           f"{a.samples} problems per size, teacher-forced exact match in %")
-    print(f"{'size':>4} {'call':>6} {'answer':>7} {'base:instr':>10} {'base:line':>9} {'base:nums':>9} {'chain':>6} {'eval':>6}")
+    print(f"{'size':>4} {'call':>6} {'answer':>7} {'base:instr':>10} {'base:line':>9} {'base:nums':>9} "
+          f"{'chain':>6} {'eval':>6}")
     chain = 1.0
     for k in range(1, hi + 1):
         calls, answers = step_pairs(a.task, k, a.samples, a.seed)
