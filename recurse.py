@@ -125,8 +125,8 @@ class CachePool:
     def resize(self, rows: int, length: int):
         old, R, S = self.cache, self.rows, self.cache.max_len
         self.cache = KVCache(self.args, rows, length, self.device, self.dtype)
-        self.cache.k[:, :R, :S] = old.k  # (layers, rows, slots, kv_heads, head_dim)
-        self.cache.v[:, :R, :S] = old.v
+        self.cache.k[:, :R, :, :S] = old.k  # (layers, rows, kv_heads, slots, head_dim)
+        self.cache.v[:, :R, :, :S] = old.v
         self.cache.lengths[:R] = old.lengths
         self.free = list(range(rows - 1, R - 1, -1)) + self.free
 
@@ -179,7 +179,17 @@ class Decoder:
             self.fail(run, f"max_total_tokens: the problem needed more than {lim.max_total_tokens} tokens")
 
     def step(self, runs: list):
-        """One forward over the active context of every run: each takes up to `chunk` pending tokens."""
+        """Advance the active context of every run: contexts taking in one token (the one just
+        generated) share one forward, contexts taking in a prompt or a return another, so one long
+        chunk does not pad every one-token row to its length."""
+        one = [run for run in runs if len(run.active.pending) == 1]
+        many = [run for run in runs if len(run.active.pending) > 1]
+        for group in (one, many):
+            if group:
+                self.forward(group)
+
+    def forward(self, runs: list):
+        """One forward over the active context of each run: each takes up to `chunk` pending tokens."""
         contexts = [run.active for run in runs]
         chunks = [ctx.pending[: self.chunk] for ctx in contexts]
         T = max(map(len, chunks))

@@ -178,13 +178,34 @@ def random_problems(rng, n):
 
 @pytest.mark.parametrize("method", tasks.METHODS)
 def test_batched_equals_one_at_a_time_on_a_real_model(tok, method):
-    """Prompts of mixed lengths: prefill chunks and one-token steps share forwards."""
+    """Prompts of mixed lengths: problems start, call and finish at different steps."""
     model = tiny_model(vocab_size=tok.n_words)
     problems = random_problems(random.Random(0), 6)
     limits = Limits(max_new_tokens=24)
     one, many = (solve_problems(model, tok, "parity", method, problems, batch_size=b, limits=limits)
                  for b in (1, 4))
     assert [(o.output, o.tokens, o.failure) for o in one] == [(o.output, o.tokens, o.failure) for o in many]
+
+
+def test_one_token_steps_are_never_padded_to_a_chunk(tok):
+    """A context taking in one token shares no forward with one taking in a prompt or return."""
+    shapes = []
+
+    class Recording(nn.Module):
+        def __init__(self, real):
+            super().__init__()
+            self.real, self.args = real, real.args
+
+        def forward(self, tokens, cache=None, rows=None, n_new=None):
+            shapes.append((tokens.shape[1], n_new.tolist()))
+            return self.real(tokens, cache, rows=rows, n_new=n_new)
+
+    model = oracle_model(tok, "parity", real=Recording(tiny_model(vocab_size=tok.n_words)))
+    problems = random_problems(random.Random(2), 6)
+    outcomes = solve_problems(model, tok, "parity", "retuning", problems, batch_size=4)
+    assert all(o.correct for o in outcomes) and sum(o.calls for o in outcomes) > 6
+    assert any(T == 1 for T, _ in shapes) and any(T > 1 for T, _ in shapes)
+    assert all(T == 1 or min(n_new) > 1 for T, n_new in shapes)
 
 
 def test_steered_real_model_recurses_the_same_batched(tok):
