@@ -7,8 +7,9 @@ context owns a row of one growing `model.KVCache`, so after a return only the re
 run through the caller; nothing is re-encoded. (The authors' code re-encodes the whole caller
 after every return; `reencode=True` does that too, for bench/bench_recurse.py.)
 
-Many problems decode together: each step runs the active context of every unfinished problem in
-one forward, whether it is taking in a prompt, a return, or the one token it just generated.
+Many problems decode together: each step runs the active context of every unfinished problem,
+those taking in the one token just generated in one forward, those taking in a prompt or a
+return in another (so a long chunk never pads the one-token rows).
 Baseline and scratchpad use the same loop with calls turned off. train.py and eval.py call
 `solve_problems`; the call/return protocol itself lives in tasks.py.
 
