@@ -24,11 +24,12 @@ def split_request(prompt):
     return verb, line
 
 
-def test_generic_skills_say_what_they_do():
+@pytest.mark.parametrize("long_lists", [False, True])
+def test_generic_skills_say_what_they_do(long_lists):
     rng = random.Random(0)
     checked = set()
     for _ in range(600):
-        pair = base.generic_pair(rng)
+        pair = base.generic_pair(rng, long_lists)
         verb, line = split_request(pair.prompt)
         x = re.search(r"-?\d+", verb)  # only a "prepend" verb holds a number
         skill = next(s for s, verbs in base.VERBS.items()
@@ -48,6 +49,28 @@ def test_generic_skills_say_what_they_do():
             at = 0 if skill == "first" else -1
             assert pair.target.split(" ") == [a.split(", ")[at] for a in bracketed(line)]
     assert checked == set(base.VERBS)
+
+
+def test_long_lists_make_lists_longer():
+    def mean_items(long_lists):  # items per bracketed list
+        pairs = [p for p, _ in zip(base.generic_stream(3, long_lists), range(3000))]
+        counts = [a.count(",") + 1 for p in pairs for a in bracketed(split_request(p.prompt)[1])]
+        return sum(counts) / len(counts)
+    plain, long = mean_items(False), mean_items(True)
+    assert 1.2 < long / plain < 1.45  # max of two uniform draws: mean 2/3 of the maximum, not 1/2
+
+
+def test_a_leg_from_a_model_continues_it(tmp_path, tiny_ckpt):
+    out = tmp_path / "model"
+    base.main(["--from", str(tiny_ckpt), "--long-lists", "--steps", "2", "--batch-size", "2",
+               "--warmup", "1", "--work", str(tmp_path / "work"), "--out", str(out)])
+    before, _ = load_meta(tiny_ckpt, device="cpu")
+    after, tokenizer = load_meta(out, device="cpu")
+    assert (tiny_ckpt / "tokenizer.model").read_bytes() == (out / "tokenizer.model").read_bytes()
+    assert after.args == before.args
+    changed = [n for n, p in after.state_dict().items() if not torch.equal(p, before.state_dict()[n])]
+    assert "layers.0.attention.wq.weight" in changed
+    assert not (tmp_path / "work" / "init").exists()  # no fresh random model made
 
 
 def test_tokenizer_keeps_task_text_exactly(project_tokenizer):
