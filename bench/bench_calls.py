@@ -10,6 +10,8 @@ element dropped) and each answer step. This measures, with teacher forcing (all 
           own pretraining wordings (base.py), with the instruction before the line (base:instr)
           or after it (base:line, the order of a task's prompt), and as base:line but with the
           target's leading words given (base:nums, the numbers alone): what pretraining gave,
+  base:copy  (addition) the untuned model copying the digits the answer step copies (the returned
+          output), asked as base.py's generic "copy" request; parity's answer copies nothing,
   chain   the product over sizes 1..k of call x answer: every step of a size-k solution exact,
           if errors were independent,
   eval    the accuracy eval.py measured (out/eval-<task>.json), when there is one.
@@ -64,6 +66,15 @@ def base_drop_pairs(task, calls, seed, line_first, words_given=False):
     return out
 
 
+def base_copy_pairs(task, answers, seed):
+    """Addition's answer step copies the returned output after the column's digit: the same digit
+    string as base.py's generic "copy" request, instruction first."""
+    rng = random.Random(seed)
+    returned = [re.search(r"Output (\d+)\n", pair.prompt) for pair in answers] if task == "addition" else []
+    return [tasks.Pair((frame(rng, rng.choice(VERBS["copy"]), m.group(1), False),), m.group(1))
+            for m in returned if m]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Per-step exactness of a Re-Tuning run by size.")
     p.add_argument("--task", default="parity", choices=["parity", "addition"])
@@ -92,7 +103,7 @@ def main(argv=None):
     print(f"{run} (trained on sizes {cfg.lengths[0]}-{cfg.lengths[1]}), "
           f"{a.samples} problems per size, teacher-forced exact match in %")
     print(f"{'size':>4} {'call':>6} {'answer':>7} {'base:instr':>10} {'base:line':>9} {'base:nums':>9} "
-          f"{'chain':>6} {'eval':>6}")
+          f"{'base:copy':>9} {'chain':>6} {'eval':>6}")
     chain = 1.0
     for k in range(1, hi + 1):
         calls, answers = step_pairs(a.task, k, a.samples, a.seed)
@@ -103,9 +114,11 @@ def main(argv=None):
             continue
         base_drop = [teacher_forced_exact(base, base_tokenizer, base_drop_pairs(a.task, calls, a.seed, *how))
                      if calls else None for how in ((False,), (True,), (True, True))]
+        copies = base_copy_pairs(a.task, answers, a.seed)
+        base_drop.append(teacher_forced_exact(base, base_tokenizer, copies) if copies else None)
         r = measured.get(str(k))
         cells = [f"{100 * call:6.1f}", f"{100 * answer:7.1f}",
-                 *(f"{100 * b:{w}.1f}" if b is not None else f"{'-':>{w}}" for b, w in zip(base_drop, (10, 9, 9))),
+                 *(f"{100 * b:{w}.1f}" if b is not None else f"{'-':>{w}}" for b, w in zip(base_drop, (10, 9, 9, 9))),
                  f"{100 * chain:6.1f}", f"{100 * r['correct'] / r['n']:6.1f}" if r else f"{'-':>6}"]
         print(f"{k:>4} " + " ".join(cells), flush=True)
 
