@@ -40,8 +40,10 @@ def test_each_pair_weighs_the_same():
 
 
 def test_default_learning_rates():
-    assert TrainConfig(task="parity").resolve().lr == train.FULL_LR["parity"]  # embedded: full
-    assert TrainConfig(task="addition").resolve().lr == train.FULL_LR["addition"]
+    assert TrainConfig(task="parity").resolve().lr == train.FULL_LR["parity"]["retuning"]  # embedded: full
+    assert TrainConfig(task="parity", method="scratchpad").resolve().lr == train.FULL_LR["parity"]["scratchpad"]
+    assert TrainConfig(task="addition").resolve().lr == train.FULL_LR["addition"]["retuning"]
+    assert all(set(rates) == set(tasks.METHODS) for rates in train.FULL_LR.values())
     assert TrainConfig(task="parity", ckpt_dir="/meta/llama-7b").resolve().lr == 2e-4  # LoRA, the paper's
     assert TrainConfig(task="parity", lr=1e-3).resolve().lr == 1e-3
 
