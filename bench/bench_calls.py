@@ -112,13 +112,12 @@ def main(argv=None):
         chain *= call * answer
         if k < lo:
             continue
-        base_drop = [teacher_forced_exact(base, base_tokenizer, base_drop_pairs(a.task, calls, a.seed, *how))
-                     if calls else None for how in ((False,), (True,), (True, True))]
-        copies = base_copy_pairs(a.task, answers, a.seed)
-        base_drop.append(teacher_forced_exact(base, base_tokenizer, copies) if copies else None)
+        base_sets = [base_drop_pairs(a.task, calls, a.seed, *how) if calls else []
+                     for how in ((False,), (True,), (True, True))] + [base_copy_pairs(a.task, answers, a.seed)]
+        base_cols = [teacher_forced_exact(base, base_tokenizer, s) if s else None for s in base_sets]
         r = measured.get(str(k))
         cells = [f"{100 * call:6.1f}", f"{100 * answer:7.1f}",
-                 *(f"{100 * b:{w}.1f}" if b is not None else f"{'-':>{w}}" for b, w in zip(base_drop, (10, 9, 9, 9))),
+                 *(f"{100 * b:{w}.1f}" if b is not None else f"{'-':>{w}}" for b, w in zip(base_cols, (10, 9, 9, 9))),
                  f"{100 * chain:6.1f}", f"{100 * r['correct'] / r['n']:6.1f}" if r else f"{'-':>6}"]
         print(f"{k:>4} " + " ".join(cells), flush=True)
 
