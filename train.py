@@ -31,8 +31,8 @@ EMBEDDED = Path(__file__).resolve().parent / "assets" / "tiny-llama"
 # best held-out exact match inside the training range at the end of tuning (60 problems), the
 # smaller on a tie, since a smaller step keeps more of the base's copying, which Re-Tuning's calls
 # need past the tuned lengths (README, "Why Re-Tuning falls short"). Held-out at each rate tried:
-# parity baseline 73/82/77% at 5e-5/1e-4/5e-4, scratchpad 82/93/93%, Re-Tuning 100/100% at
-# 5e-5/1e-4; addition Re-Tuning 48/92% at 2e-4/5e-4; DP Re-Tuning 0/35% at 1e-4/5e-4. Addition's
+# parity baseline 73/82/77% at 5e-5/1e-4/5e-4, scratchpad 82/93/93%, Re-Tuning 98/100/100% at
+# 2e-5/5e-5/1e-4; addition Re-Tuning 48/92% at 2e-4/5e-4; DP Re-Tuning 0/35% at 1e-4/5e-4. Addition's
 # and DP's baseline and scratchpad were tried at 5e-4 only.
 FULL_LR = {"parity": {"baseline": 1e-4, "scratchpad": 1e-4, "retuning": 5e-5},
            "addition": {"baseline": 5e-4, "scratchpad": 5e-4, "retuning": 5e-4},
