@@ -16,20 +16,20 @@ def bracketed(text):
 
 
 def split_request(prompt):
-    """(verb, line) from either framing base.frame writes."""
-    body = prompt.rsplit("\n", 1)
-    if body[1].split(". ")[0].endswith(" the line above"):
-        return body[1].split(" the line above")[0], body[0]
-    verb, line = body[0].split(": ", 1)
+    """(verb, line) from either framing base.frame writes, below any other lines (--context)."""
+    above, body, end = prompt.rsplit("\n", 2) if prompt.count("\n") > 1 else ("", *prompt.split("\n"))
+    if end.split(". ")[0].endswith(" the line above"):
+        return end.split(" the line above")[0], body
+    verb, line = body.split(": ", 1)
     return verb, line
 
 
-@pytest.mark.parametrize("long_lists", [False, True])
-def test_generic_skills_say_what_they_do(long_lists):
+@pytest.mark.parametrize("long_lists, context", [(False, False), (True, False), (True, True)])
+def test_generic_skills_say_what_they_do(long_lists, context):
     rng = random.Random(0)
     checked = set()
     for _ in range(600):
-        pair = base.generic_pair(rng, long_lists)
+        pair = base.generic_pair(rng, long_lists, context)
         verb, line = split_request(pair.prompt)
         x = re.search(r"-?\d+", verb)  # only a "prepend" verb holds a number
         skill = next(s for s, verbs in base.VERBS.items()
@@ -58,6 +58,14 @@ def test_long_lists_make_lists_longer():
         return sum(counts) / len(counts)
     plain, long = mean_items(False), mean_items(True)
     assert 1.2 < long / plain < 1.45  # max of two uniform draws: mean 2/3 of the maximum, not 1/2
+
+
+def test_context_puts_other_lines_above_half_the_requests():
+    plain = [p.prompt for p, _ in zip(base.generic_stream(3), range(400))]
+    mixed = [p.prompt for p, _ in zip(base.generic_stream(3, context=True), range(400))]
+    assert all(p.count("\n") == 1 for p in plain)
+    above = [p.count("\n") - 1 for p in mixed]
+    assert set(above) == {0, 1, 2, 3} and 0.4 < sum(a > 0 for a in above) / len(above) < 0.6
 
 
 def test_a_leg_from_a_model_continues_it(tmp_path, tiny_ckpt):
