@@ -168,16 +168,21 @@ def train_tokenizer(out_dir: Path, vocab_size=512, seed=0) -> Tokenizer:
 # ---- the check: exact match of every target token, at lengths up to the longest ----
 
 @torch.no_grad()
-def teacher_forced_exact(model, tokenizer, pairs, batch_size=32):
-    """Fraction of pairs whose every target token (and EOS) is the argmax. For greedy decoding
+def teacher_forced_hits(model, tokenizer, pairs, batch_size=32) -> list:
+    """For each pair, whether every target token (and EOS) is the argmax. For greedy decoding
     this is exact: all argmaxes right under teacher forcing <=> greedy output == target."""
-    right = 0
+    hits = []
     device = next(model.parameters()).device
     for i in range(0, len(pairs), batch_size):
         x, y = make_batch([encode_pair(tokenizer, p) for p in pairs[i:i + batch_size]], tokenizer.pad_id, device)
         ok = (model(x).argmax(-1) == y) | (y < 0)
-        right += int(ok.all(1).sum())
-    return right / len(pairs)
+        hits += ok.all(1).tolist()
+    return hits
+
+
+def teacher_forced_exact(model, tokenizer, pairs, batch_size=32):
+    """Fraction of pairs written exactly by greedy decoding (teacher_forced_hits)."""
+    return sum(teacher_forced_hits(model, tokenizer, pairs, batch_size)) / len(pairs)
 
 
 def generic_accuracy(model, tokenizer, cfg, n=96):

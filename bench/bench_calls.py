@@ -19,8 +19,15 @@ Where "chain" follows "eval" down, the accuracy lost beyond the training range i
 compounding over the chain; where "call" is far below "base", the tuning lost what pretraining
 had. Parity's answer is a bit, so a broken chain still guesses right about half the time.
 
+DP's solution has three kinds of context (the top one; "Create dp array", whose call drops the
+first value; "Create chosen indices array", whose call drops the first of both arrays), so for
+DP every step of each problem's whole trajectory is measured instead: per kind of step of the
+size-n contexts (top.0 its first call, dp.1 the dp context's answer, ...), and `all`: the
+problems whose every step, in every context, is exact (measured per problem, not a product).
+
     python bench/bench_calls.py --task parity --lengths 1:40     # needs out/parity-retuning
     python bench/bench_calls.py --task addition --lengths 1:30
+    python bench/bench_calls.py --task dp --lengths 2:10
 """
 import argparse
 import json
@@ -35,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tasks  # noqa: E402
-from base import VERBS, frame, teacher_forced_exact  # noqa: E402
+from base import VERBS, frame, teacher_forced_exact, teacher_forced_hits  # noqa: E402
 from eval import parse_lengths, positive_int  # noqa: E402
 from model import load_meta  # noqa: E402
 from train import EMBEDDED, load_trained  # noqa: E402
@@ -75,9 +82,39 @@ def base_copy_pairs(task, answers, seed):
             for m in returned if m]
 
 
+def step_label(task, pair):
+    """(kind of context, step number in it, context size): ("dp", 1, 7) is the answer step of a
+    size-7 "Create dp array" context."""
+    problem = tasks.parse_prompt(task, pair.segments[0].removesuffix(tasks.SOLUTION))
+    kind = {"DpArray": "dp", "ChosenIndices": "chosen"}.get(type(problem).__name__, "top")
+    return kind, (len(pair.segments) - 1) // 2, len(problem)
+
+
+def every_step_table(tuned, tokenizer, task, sizes, samples, seed, measured):
+    """For each size n: exactness of each kind of step of the size-n contexts, and of whole problems."""
+    for n in sizes:
+        trajectories = [tasks.retuning(task, p) for p in tasks.eval_problems(task, n, samples, seed)]
+        flat = [pair for t in trajectories for pair in t]
+        hits = iter(teacher_forced_hits(tuned, tokenizer, flat))
+        by_label, whole = {}, 0
+        for t in trajectories:
+            oks = [next(hits) for _ in t]
+            whole += all(oks)
+            for pair, ok in zip(t, oks):
+                kind, step, size = step_label(task, pair)
+                if size == n:
+                    by_label.setdefault(f"{kind}.{step}", []).append(ok)
+        if n == sizes[0]:
+            print(f"{'size':>4} " + " ".join(f"{k:>8}" for k in by_label) + f" {'all':>6} {'eval':>6}")
+        r = measured.get(str(n))
+        cells = [f"{100 * sum(v) / len(v):8.1f}" for v in by_label.values()]
+        cells += [f"{100 * whole / samples:6.1f}", f"{100 * r['correct'] / r['n']:6.1f}" if r else f"{'-':>6}"]
+        print(f"{n:>4} " + " ".join(cells), flush=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Per-step exactness of a Re-Tuning run by size.")
-    p.add_argument("--task", default="parity", choices=["parity", "addition"])
+    p.add_argument("--task", default="parity", choices=["parity", "addition", "dp"])
     p.add_argument("--lengths", type=parse_lengths, default="1:40",
                    help="LO:HI: rows for LO..HI (the chain always starts at size 1)")
     p.add_argument("--samples", type=positive_int, default=100)
@@ -102,6 +139,8 @@ def main(argv=None):
         measured = json.loads(eval_json.read_text())["results"].get("retuning", {})
     print(f"{run} (trained on sizes {cfg.lengths[0]}-{cfg.lengths[1]}), "
           f"{a.samples} problems per size, teacher-forced exact match in %")
+    if a.task == "dp":
+        return every_step_table(tuned, tokenizer, a.task, range(lo, hi + 1), a.samples, a.seed, measured)
     print(f"{'size':>4} {'call':>6} {'answer':>7} {'base:instr':>10} {'base:line':>9} {'base:nums':>9} "
           f"{'base:copy':>9} {'chain':>6} {'eval':>6}")
     chain = 1.0

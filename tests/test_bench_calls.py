@@ -19,3 +19,12 @@ def test_base_requests_match_the_tuned_steps():
         assert answer.target.endswith(copy.target) and len(answer.target.split()[-1]) == len(copy.target) + 1
         assert copy.prompt.split(": ", 1)[1].startswith(copy.target + "\n")
     assert bench_calls.base_copy_pairs("parity", bench_calls.step_pairs("parity", 6, 5, 0)[1], 0) == []
+
+
+def test_every_step_labels_name_each_step_of_the_longest_contexts_once():
+    for task, size, expected in (("dp", 4, ["top.0", "dp.0", "dp.1", "top.1", "chosen.0", "chosen.1", "top.2"]),
+                                 ("parity", 6, ["top.0", "top.1"]), ("addition", 6, ["top.0", "top.1"])):
+        problem = tasks.eval_problems(task, size, 1, seed=0)[0]
+        labels = [bench_calls.step_label(task, pair) for pair in tasks.retuning(task, problem)]
+        assert [f"{k}.{s}" for k, s, n in labels if n == size] == expected
+        assert {n for _, _, n in labels} == set(range(1, size + 1))  # every smaller context is there too
