@@ -20,7 +20,7 @@ from typing import Optional
 from tqdm import tqdm
 
 import tasks
-from recurse import Limits, solve_problems
+from recurse import CacheBudgetError, Limits, solve_problems
 from train import load_trained, read_config
 
 DEFAULT_LENGTHS = {"parity": "5:60:5", "addition": "5:60:5", "dp": "2:24:2"}  # out to the paper's farthest
@@ -120,9 +120,12 @@ def evaluate(cfg: EvalConfig, method: str, bar) -> tuple:
         sys.exit(f"error: {e}")
     problems = [p for n in cfg.lengths for p in tasks.eval_problems(cfg.task, n, cfg.samples, cfg.seed)]
     # all lengths in one call: a finished problem makes room for the next, whatever its size
-    outcomes = solve_problems(model, tokenizer, cfg.task, method, problems, cfg.batch_size,
-                              Limits(max_new_tokens=cfg.max_new_tokens) if cfg.max_new_tokens else None,
-                              progress=bar.update)
+    try:
+        outcomes = solve_problems(model, tokenizer, cfg.task, method, problems, cfg.batch_size,
+                                  Limits(max_new_tokens=cfg.max_new_tokens) if cfg.max_new_tokens else None,
+                                  progress=bar.update)
+    except CacheBudgetError as e:
+        sys.exit(f"error: {method}: {e} (--batch-size {cfg.batch_size})")
     results = {}
     for i, n in enumerate(cfg.lengths):
         chunk = outcomes[i * cfg.samples:(i + 1) * cfg.samples]

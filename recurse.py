@@ -15,10 +15,12 @@ Baseline and scratchpad use the same loop with calls turned off. train.py and ev
 
 The price of never re-encoding is memory: a problem keeps the cache of every context on its
 chain of calls (60 deep for parity 60), and all rows are as long as the longest, so the pool
-holds about batch x depth x longest-context tokens. Lower the batch size for big models.
+holds about batch x depth x longest-context tokens. It grows by half at a time, and it stops
+with a clear error before it would pass 3/4 of the device's memory: then lower the batch size.
 """
 from __future__ import annotations
 
+import os
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -93,11 +95,28 @@ class Run:
     depth: int = 0
 
 
-class CachePool:
-    """Rows of one KVCache, lent to contexts and given back; it doubles rows or length on demand."""
+def memory_budget(device) -> Optional[int]:
+    """Bytes the cache pool may take, counting both copies while it grows: 3/4 of the device's
+    memory (None where the OS does not say)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory * 3 // 4
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 3 // 4
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
+        return None
 
-    def __init__(self, args, device, dtype, rows: int, length: int = 64):
-        self.args, self.device, self.dtype = args, device, dtype
+
+class CacheBudgetError(RuntimeError):
+    """The cache pool would outgrow its memory budget."""
+
+
+class CachePool:
+    """Rows of one KVCache, lent to contexts and given back; it grows rows or length on demand,
+    by half at a time (doubling would strand up to half of a pool that can reach gigabytes)."""
+
+    def __init__(self, args, device, dtype, rows: int, length: int = 64, max_bytes: Optional[int] = None):
+        self.args, self.device, self.dtype, self.max_bytes = args, device, dtype, max_bytes
         self.cache = KVCache(args, rows, length, device, dtype)
         self.free = list(range(rows - 1, -1, -1))  # pop() lends the lowest row first
 
@@ -107,7 +126,7 @@ class CachePool:
 
     def take(self) -> int:
         if not self.free:
-            self.resize(2 * self.rows, self.cache.max_len)
+            self.resize(self.rows + max(1, self.rows // 2), self.cache.max_len)
         row = self.free.pop()
         self.cache.reset([row])
         return row
@@ -116,15 +135,22 @@ class CachePool:
         self.free.append(row)
 
     def fit(self, length: int, cap: int):
-        """Make every row at least `length` slots long: double, but not past `cap`."""
+        """Make every row at least `length` slots long: half as long again, but not past `cap`."""
         if length > self.cache.max_len:
-            new = self.cache.max_len
-            while new < length:
-                new *= 2
-            self.resize(self.rows, max(length, min(new, cap)))
+            self.resize(self.rows, max(length, min(self.cache.max_len * 3 // 2, cap)))
+
+    def nbytes(self, rows: int, length: int) -> int:
+        a = self.args
+        return 2 * a.n_layers * rows * a.kv_heads * length * a.head_dim * self.cache.k.element_size()
 
     def resize(self, rows: int, length: int):
         old, R, S = self.cache, self.rows, self.cache.max_len
+        need = self.nbytes(rows, length) + self.nbytes(R, S)  # the new pool and the old, while copying
+        if self.max_bytes is not None and need > self.max_bytes:
+            raise CacheBudgetError(
+                f"the KV cache pool would grow to {rows} contexts x {length} tokens, {need / 2**30:.1f} GiB "
+                f"while copying, over its budget of {self.max_bytes / 2**30:.1f} GiB (3/4 of this device's "
+                f"memory): lower the batch size, the problems decoded together")
         self.cache = KVCache(self.args, rows, length, self.device, self.dtype)
         self.cache.k[:, :R, :, :S] = old.k  # (layers, rows, kv_heads, slots, head_dim)
         self.cache.v[:, :R, :, :S] = old.v
@@ -147,7 +173,8 @@ class Decoder:
     @torch.inference_mode()
     def solve(self, prompts: list, batch_size: int, progress: Optional[Callable] = None) -> list:
         """Runs for all prompts, `batch_size` problems in flight; a finished one makes room for the next."""
-        self.pool = CachePool(self.model.args, self.device, self.dtype, rows=batch_size)
+        self.pool = CachePool(self.model.args, self.device, self.dtype, rows=batch_size,
+                              max_bytes=memory_budget(self.device))
         waiting, flying, finished = deque(enumerate(prompts)), [], [None] * len(prompts)
         while waiting or flying:
             while waiting and len(flying) < batch_size:

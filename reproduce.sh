@@ -8,10 +8,13 @@ cd "$(dirname "$0")"
 task=${1:-parity}
 shift || true
 py=${PYTHON:-python}
+# batch: problems decoded together. DP's 100 put a length's problems in one wave (scratchpad at
+# size 8: 42 s against 56 s with 64); parity's and addition's Re-Tuning chains run 30-40 contexts
+# deep, each holding a cache row, and 64 of them took 19 GB at parity 40 (recurse.py's pool)
 case "$task" in
-  parity)   lengths=5:40:5; steps=1200 ;;
-  addition) lengths=5:30:5; steps=1200 ;;
-  dp)       lengths=2:10;   steps=400 ;;  # DP's scratchpad averages 417 tokens: 1,200 steps would take ~30 min alone
+  parity)   lengths=5:40:5; steps=1200; batch=64 ;;
+  addition) lengths=5:30:5; steps=1200; batch=64 ;;
+  dp)       lengths=2:10;   steps=400;  batch=100 ;;  # DP's scratchpad averages 417 tokens: 1,200 steps would take ~30 min alone
   *) echo "error: unknown task '$task' (parity, addition or dp)" >&2; exit 2 ;;
 esac
 start=$(date +%s)
@@ -24,7 +27,5 @@ for method in baseline scratchpad retuning; do
   fi
 done
 echo "== evaluating"
-# all 100 problems of a length in flight at once: no second, part-empty wave (DP scratchpad at
-# size 8: 42 s against 56 s with 64)
-$py eval.py --task "$task" --lengths "$lengths" --samples 100 --batch-size 100 "$@"
+$py eval.py --task "$task" --lengths "$lengths" --samples 100 --batch-size "$batch" "$@"
 echo "== reproduce.sh $task: $(( $(date +%s) - start )) s in all"

@@ -88,3 +88,12 @@ def test_table_marks_training_lengths():
     lines = evaluation.format_table(results, [5, 30], (1, 21)).split("\n")
     assert lines[0].split() == ["length", "baseline", "retuning"]
     assert lines[1].split() == ["5*", "75.0%", "100.0%"] and lines[2].split() == ["30", "25.0%", "100.0%"]
+
+
+def test_cache_budget_ends_with_one_clear_message(runs, monkeypatch):
+    import recurse
+    monkeypatch.setattr(recurse, "memory_budget", lambda device: 1)  # no pool can grow
+    with pytest.raises(SystemExit) as e:
+        evaluation.main(["--runs", str(runs), "--methods", "retuning", "--lengths", "30", "--samples", "2",
+                         "--batch-size", "2", "--max-new-tokens", "40", "--out", "/dev/null"])
+    assert e.value.code.startswith("error: retuning: the KV cache pool") and "--batch-size 2" in e.value.code

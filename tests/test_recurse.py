@@ -11,7 +11,7 @@ import torch.nn as nn
 import tasks
 from conftest import tiny_model
 from model import ModelArgs
-from recurse import Limits, solve_problems
+from recurse import CacheBudgetError, CachePool, Limits, memory_budget, solve_problems
 from train import encode_pair
 
 
@@ -243,3 +243,21 @@ def test_bad_arguments(tok):
     with pytest.raises(ValueError, match="unknown method"):
         solve_problems(model, tok, "parity", "chain", [(1,)])
     assert solve_problems(model, tok, "parity", "retuning", []) == []
+
+
+def test_cache_pool_grows_by_half_and_stops_at_its_budget():
+    args = tiny_model().args
+    pool = CachePool(args, "cpu", torch.float32, rows=4, length=64)
+    rows = [pool.take() for _ in range(7)]  # 4 rows, then 4 + 2 = 6, then 6 + 3 = 9
+    assert sorted(rows) == list(range(7)) and pool.rows == 9
+    pool.fit(100, cap=1000)
+    assert pool.cache.max_len == 100  # what was asked, as 1.5 x 64 = 96 is short of it
+    pool.fit(101, cap=1000)
+    assert pool.cache.max_len == 150
+    budget = pool.nbytes(9, 150) + pool.nbytes(13, 150) - 1  # one byte short of the next growth
+    tight = CachePool(args, "cpu", torch.float32, rows=9, length=150, max_bytes=budget)
+    for _ in range(9):
+        tight.take()
+    with pytest.raises(CacheBudgetError, match="lower the batch size"):
+        tight.take()
+    assert memory_budget("cpu") > 0  # this OS reports its memory
