@@ -16,7 +16,8 @@ Baseline and scratchpad use the same loop with calls turned off. train.py and ev
 The price of never re-encoding is memory: a problem keeps the cache of every context on its
 chain of calls (60 deep for parity 60), and all rows are as long as the longest, so the pool
 holds about batch x depth x longest-context tokens. It grows by half at a time, and it stops
-with a clear error before it would pass 3/4 of the device's memory: then lower the batch size.
+with a clear error before it would pass 3/4 of the RAM (of a GPU's free memory): then lower the
+batch size.
 """
 from __future__ import annotations
 
@@ -96,11 +97,11 @@ class Run:
 
 
 def memory_budget(device) -> Optional[int]:
-    """Bytes the cache pool may take, counting both copies while it grows: 3/4 of the device's
-    memory (None where the OS does not say)."""
+    """Bytes the cache pool may take, counting both copies while it grows: 3/4 of a GPU's free
+    memory (the weights are already on it), or of a CPU machine's RAM (None where the OS does not say)."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory * 3 // 4
+        return torch.cuda.mem_get_info(device)[0] * 3 // 4
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 3 // 4
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
@@ -149,8 +150,8 @@ class CachePool:
         if self.max_bytes is not None and need > self.max_bytes:
             raise CacheBudgetError(
                 f"the KV cache pool would grow to {rows} contexts x {length} tokens, {need / 2**30:.1f} GiB "
-                f"while copying, over its budget of {self.max_bytes / 2**30:.1f} GiB (3/4 of this device's "
-                f"memory): lower the batch size, the problems decoded together")
+                f"while copying, over its budget of {self.max_bytes / 2**30:.1f} GiB (3/4 of the RAM, or of a GPU's "
+                f"free memory): lower the batch size, the problems decoded together")
         self.cache = KVCache(self.args, rows, length, self.device, self.dtype)
         self.cache.k[:, :R, :, :S] = old.k  # (layers, rows, kv_heads, slots, head_dim)
         self.cache.v[:, :R, :, :S] = old.v
