@@ -86,7 +86,7 @@ def step_label(task, pair):
     """(kind of context, step number in it, context size): ("dp", 1, 7) is the answer step of a
     size-7 "Create dp array" context."""
     problem = tasks.parse_prompt(task, pair.segments[0].removesuffix(tasks.SOLUTION))
-    kind = {"DpArray": "dp", "ChosenIndices": "chosen"}.get(type(problem).__name__, "top")
+    kind = {tasks.DpArray: "dp", tasks.ChosenIndices: "chosen"}.get(type(problem), "top")
     return kind, (len(pair.segments) - 1) // 2, len(problem)
 
 
