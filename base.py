@@ -39,7 +39,7 @@ from train import EMBEDDED, TrainConfig, encode_pair, load_trained, make_batch, 
 
 TINY = ModelArgs(dim=192, n_layers=4, n_heads=6, n_kv_heads=3, vocab_size=-1, multiple_of=64,
                  norm_eps=1e-5, rope_theta=10000.0, max_seq_len=1024)
-MAX_ITEMS = {"bits": 48, "ints": 24, "digits": 64}  # beyond every evaluated size
+MAX_ITEMS = {"bits": 48, "ints": 24, "digits": 64, "nums": 24}  # beyond every evaluated size
 WORDS = ("What is the parity of Create dp array chosen indices sum item can use True False "
          "Carry Output Call Return Answer Solution first last list number with array minus "
          "element only if else we should the a of to and").split()
@@ -58,6 +58,8 @@ def random_items(rng, kind, n):
         return [rng.randint(0, 1) for _ in range(n)]
     if kind == "ints":
         return [rng.randint(-5, 5) for _ in range(n)]
+    if kind == "nums":  # up to two digits, as sums of small numbers grow
+        return [rng.randint(-5, 30) for _ in range(n)]
     return [rng.randint(0, 9) for _ in range(n)]
 
 
@@ -66,7 +68,8 @@ VERBS = {"copy": ("Copy", "Repeat", "Echo", "Say again"),
          "first": ("First of", "Head of", "The first item of"),
          "last": ("Last of", "End of", "The last item of"),
          "prepend": ("Prepend {x} to", "Put {x} before", "Start with {x} then"),
-         "add": ("Add", "Sum of", "Total of")}
+         "add": ("Add", "Sum of", "Total of"),
+         "max": ("Max of", "The larger of", "Largest of")}
 HEADS = ("Result", "Out", "Answer", "Solution", "Output", "Reply", "Next")
 
 
@@ -82,8 +85,11 @@ def frame(rng, verb, line, line_first=None):
     return f"{line}\n{verb} the line above. {head}: "
 
 
-def addition_fact(rng):
-    """Sums a pretrained LLM knows by heart: digit + digit (+ a carry), or two-digit numbers."""
+def addition_fact(rng, numbers=False):
+    """Sums a pretrained LLM knows by heart: digit + digit (+ a carry), or two-digit numbers;
+    with `numbers`, also sums of small signed numbers and the larger of two (one maybe a sum)."""
+    if numbers and rng.random() < 0.5:
+        return signed_fact(rng)
     if rng.random() < 0.7:
         terms = [rng.randint(0, 9), rng.randint(0, 9)] + ([rng.randint(0, 1)] if rng.random() < 0.5 else [])
     else:
@@ -91,16 +97,32 @@ def addition_fact(rng):
     return frame(rng, rng.choice(VERBS["add"]), " + ".join(map(str, terms))), str(sum(terms))
 
 
-def generic_pair(rng, long_lists=False, context=False):
+def signed_fact(rng):
+    """"3 + -2" or the larger of "5, 3 + 4": the arithmetic on signed numbers that lists of
+    numbers invite, as a pretrained LLM has seen it."""
+    def term():
+        return rng.randint(-9, 30) if rng.random() < 0.5 else rng.randint(-5, 5)
+    if rng.random() < 0.5:
+        terms = [term() for _ in range(rng.choice((2, 2, 3)))]
+        return frame(rng, rng.choice(VERBS["add"]), " + ".join(map(str, terms))), str(sum(terms))
+    a, b, c = term(), term(), term()
+    second = f"{b} + {c}" if rng.random() < 0.5 else str(b)
+    value = max(a, b + c if "+" in second else b)
+    pair = [str(a), second] if rng.random() < 0.5 else [second, str(a)]
+    return frame(rng, rng.choice(VERBS["max"]), ", ".join(pair)), str(value)
+
+
+def generic_pair(rng, long_lists=False, context=0.0, numbers=False):
     """One (prompt, target) of a generic skill on a line of words and 1-2 sequences. With
     `long_lists` an item count is the larger of two uniform draws: the longest lists twice as common.
-    With `context` half the requests come after 1-3 other lines of the same kind, as a task's later
-    steps do (a Re-Tuning answer copies the return line, below the problem and the call)."""
+    With `context` that share of the requests comes after 1-3 other lines of the same kind, as a
+    task's later steps do (a Re-Tuning answer copies the return line, below the problem and the
+    call). With `numbers` lists may hold numbers of up to two digits, and sums take signed numbers."""
     skill = rng.choice(("copy", "drop", "first", "last", "prepend", "copy", "drop", "add"))
     if skill == "add":
-        prompt, target = addition_fact(rng)
+        prompt, target = addition_fact(rng, numbers)
         return tasks.Pair(segments=(prompt,), target=target)
-    kind = rng.choice(list(MAX_ITEMS))
+    kind = rng.choice(["bits", "ints", "digits"] + (["nums"] if numbers else []))
     n = rng.randint(1, MAX_ITEMS[kind])
     if long_lists:
         n = max(n, rng.randint(1, MAX_ITEMS[kind]))
@@ -113,10 +135,10 @@ def generic_pair(rng, long_lists=False, context=False):
         body = sep.join(render(kind, s) for s in lists)
         return " ".join(w for w in (words[0], body, words[2]) if w) + end
 
-    x = rng.choice([0, 1, 2] if kind == "bits" else list(range(-5, 6)) if kind == "ints" else list(range(10)))
+    x = rng.choice({"bits": [0, 1, 2], "ints": list(range(-5, 6)), "nums": list(range(-5, 31))}.get(kind, range(10)))
     verb = rng.choice(VERBS[skill]).format(x=x)
     above = ""
-    if context and rng.random() < 0.5:
+    if context and rng.random() < context:
         above = "".join(line([random_items(rng, kind, rng.randint(1, MAX_ITEMS[kind]))]) + "\n"
                         for _ in range(rng.randint(1, 3)))
     if skill == "copy":
@@ -130,10 +152,10 @@ def generic_pair(rng, long_lists=False, context=False):
     return tasks.Pair(segments=(above + frame(rng, verb, line(seqs)),), target=target)
 
 
-def generic_stream(seed, long_lists=False, context=False):
+def generic_stream(seed, long_lists=False, context=0.0, numbers=False):
     rng = random.Random(seed)
     while True:
-        yield generic_pair(rng, long_lists, context)
+        yield generic_pair(rng, long_lists, context, numbers)
 
 
 # ---- the tokenizer: digits split, bytes as fallback, text kept exactly ----
@@ -202,7 +224,9 @@ def main(argv=None):
     p.add_argument("--from", dest="start", help="continue this Meta-format model (fresh optimizer) "
                    "instead of starting from a random one")
     p.add_argument("--long-lists", action="store_true", help="item counts as the larger of two draws")
-    p.add_argument("--context", action="store_true", help="half the requests below 1-3 other lines")
+    p.add_argument("--context", type=float, nargs="?", const=0.5, default=0.0,
+                   help="this share of the line requests (not sums) below 1-3 other lines (0.5 if no share is given)")
+    p.add_argument("--numbers", action="store_true", help="lists of numbers up to two digits, signed sums")
     a = p.parse_args(argv)
     work = Path(a.work)
     init_dir = Path(a.start) if a.start else work / "init"
@@ -214,7 +238,7 @@ def main(argv=None):
     cfg = TrainConfig(task="generic", method="baseline", ckpt_dir=str(init_dir), out=str(work / "train"),
                       full=True, steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup=a.warmup,
                       weight_decay=0.1, grad_clip=1.0, eval_every=500, save_every=100, seed=a.seed)
-    stream = partial(generic_stream, long_lists=a.long_lists, context=a.context)
+    stream = partial(generic_stream, long_lists=a.long_lists, context=a.context, numbers=a.numbers)
     train(cfg, resume=a.resume, stream=stream, evaluate=generic_accuracy)
     model, tokenizer, _ = load_trained(cfg.out)
     save_meta(model, tokenizer, a.out)

@@ -24,19 +24,25 @@ def split_request(prompt):
     return verb, line
 
 
-@pytest.mark.parametrize("long_lists, context", [(False, False), (True, False), (True, True)])
-def test_generic_skills_say_what_they_do(long_lists, context):
+def value(expr):
+    """The value of a sum "3 + -2" or the larger of "5, 3 + 4" as written by base.signed_fact."""
+    return max(sum(int(t) for t in part.split(" + ")) for part in expr.split(", "))
+
+
+@pytest.mark.parametrize("long_lists, context, numbers",
+                         [(False, 0, False), (True, 0, False), (True, 0.5, False), (True, 0.25, True)])
+def test_generic_skills_say_what_they_do(long_lists, context, numbers):
     rng = random.Random(0)
     checked = set()
-    for _ in range(600):
-        pair = base.generic_pair(rng, long_lists, context)
+    for _ in range(600 if not numbers else 1200):
+        pair = base.generic_pair(rng, long_lists, context, numbers)
         verb, line = split_request(pair.prompt)
         x = re.search(r"-?\d+", verb)  # only a "prepend" verb holds a number
         skill = next(s for s, verbs in base.VERBS.items()
                      if any(verb == v.format(x=x and x.group()) for v in verbs))
         checked.add(skill)
-        if skill == "add":
-            assert int(pair.target) == sum(int(t) for t in line.split(" + "))
+        if skill in ("add", "max"):
+            assert int(pair.target) == value(line)
         elif skill == "copy":
             assert pair.target == line
         elif "[" not in line or pair.target == "empty":
@@ -48,7 +54,7 @@ def test_generic_skills_say_what_they_do(long_lists, context):
         else:
             at = 0 if skill == "first" else -1
             assert pair.target.split(" ") == [a.split(", ")[at] for a in bracketed(line)]
-    assert checked == set(base.VERBS)
+    assert checked == set(base.VERBS) - ({"max"} if not numbers else set())
 
 
 def test_long_lists_make_lists_longer():
@@ -60,12 +66,22 @@ def test_long_lists_make_lists_longer():
     assert 1.2 < long / plain < 1.45  # max of two uniform draws: mean 2/3 of the maximum, not 1/2
 
 
-def test_context_puts_other_lines_above_half_the_requests():
-    plain = [p.prompt for p, _ in zip(base.generic_stream(3), range(400))]
-    mixed = [p.prompt for p, _ in zip(base.generic_stream(3, context=True), range(400))]
+@pytest.mark.parametrize("share", [0.5, 0.25])
+def test_context_puts_other_lines_above_its_share_of_the_requests(share):
+    plain = [p.prompt for p, _ in zip(base.generic_stream(3), range(800))]
+    mixed = [p.prompt for p, _ in zip(base.generic_stream(3, context=share), range(800))]
     assert all(p.count("\n") == 1 for p in plain)
     above = [p.count("\n") - 1 for p in mixed]
-    assert set(above) == {0, 1, 2, 3} and 0.4 < sum(a > 0 for a in above) / len(above) < 0.6
+    assert set(above) == {0, 1, 2, 3} and abs(sum(a > 0 for a in above) / len(above) - share * 7 / 8) < 0.05  # 1 in 8 is a sum, alone
+
+
+def test_numbers_adds_two_digit_lists_and_signed_sums_and_leaves_the_old_corpus_alone():
+    def draws(**flags):
+        return [p.prompt + p.target for p, _ in zip(base.generic_stream(3, **flags), range(2000))]
+    assert draws() == draws(numbers=False) and draws() != draws(numbers=True)
+    text = "".join(draws(numbers=True))
+    assert re.search(r"\[(-?\d+, )*[12]\d, ", text)  # lists with numbers of two digits
+    assert re.search(r"\d \+ -\d", text) and "Max of: " in text
 
 
 def test_a_leg_from_a_model_continues_it(tmp_path, tiny_ckpt):
