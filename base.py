@@ -112,12 +112,13 @@ def signed_fact(rng):
     return frame(rng, rng.choice(VERBS["max"]), ", ".join(pair)), str(value)
 
 
-def generic_pair(rng, long_lists=False, context=0.0, numbers=False):
+def generic_pair(rng, long_lists=False, context=0.0, numbers=False, pairs=False):
     """One (prompt, target) of a generic skill on a line of words and 1-2 sequences. With
     `long_lists` an item count is the larger of two uniform draws: the longest lists twice as common.
     With `context` that share of the requests comes after 1-3 other lines of the same kind, as a
     task's later steps do (a Re-Tuning answer copies the return line, below the problem and the
-    call). With `numbers` lists may hold numbers of up to two digits, and sums take signed numbers."""
+    call). With `numbers` lists may hold numbers of up to two digits, and sums take signed numbers.
+    With `pairs` a line holds two sequences half the time (a third otherwise)."""
     skill = rng.choice(("copy", "drop", "first", "last", "prepend", "copy", "drop", "add"))
     if skill == "add":
         prompt, target = addition_fact(rng, numbers)
@@ -126,7 +127,7 @@ def generic_pair(rng, long_lists=False, context=0.0, numbers=False):
     n = rng.randint(1, MAX_ITEMS[kind])
     if long_lists:
         n = max(n, rng.randint(1, MAX_ITEMS[kind]))
-    seqs = [random_items(rng, kind, n) for _ in range(rng.choice((1, 1, 2)))]
+    seqs = [random_items(rng, kind, n) for _ in range(rng.choice((1, 2) if pairs else (1, 1, 2)))]
     words = [" ".join(rng.choices(WORDS, k=rng.randint(0, 4))) for _ in range(3)]
     sep = rng.choice((" + ", ", ", " and ", f", {words[1]} " if words[1] else " "))
     end = rng.choice(("", "", "?", "."))
@@ -152,10 +153,10 @@ def generic_pair(rng, long_lists=False, context=0.0, numbers=False):
     return tasks.Pair(segments=(above + frame(rng, verb, line(seqs)),), target=target)
 
 
-def generic_stream(seed, long_lists=False, context=0.0, numbers=False):
+def generic_stream(seed, long_lists=False, context=0.0, numbers=False, pairs=False):
     rng = random.Random(seed)
     while True:
-        yield generic_pair(rng, long_lists, context, numbers)
+        yield generic_pair(rng, long_lists, context, numbers, pairs)
 
 
 # ---- the tokenizer: digits split, bytes as fallback, text kept exactly ----
@@ -227,6 +228,7 @@ def main(argv=None):
     p.add_argument("--context", type=float, nargs="?", const=0.5, default=0.0,
                    help="this share of the line requests (not sums) below 1-3 other lines (0.5 if no share is given)")
     p.add_argument("--numbers", action="store_true", help="lists of numbers up to two digits, signed sums")
+    p.add_argument("--pairs", action="store_true", help="two sequences on a line half the time (else a third)")
     a = p.parse_args(argv)
     work = Path(a.work)
     init_dir = Path(a.start) if a.start else work / "init"
@@ -238,7 +240,8 @@ def main(argv=None):
     cfg = TrainConfig(task="generic", method="baseline", ckpt_dir=str(init_dir), out=str(work / "train"),
                       full=True, steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup=a.warmup,
                       weight_decay=0.1, grad_clip=1.0, eval_every=500, save_every=100, seed=a.seed)
-    stream = partial(generic_stream, long_lists=a.long_lists, context=a.context, numbers=a.numbers)
+    stream = partial(generic_stream, long_lists=a.long_lists, context=a.context, numbers=a.numbers,
+                     pairs=a.pairs)
     train(cfg, resume=a.resume, stream=stream, evaluate=generic_accuracy)
     model, tokenizer, _ = load_trained(cfg.out)
     save_meta(model, tokenizer, a.out)
