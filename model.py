@@ -63,16 +63,18 @@ class RMSNorm(nn.Module):
         return x32.type_as(x) * self.weight
 
 
-def rope(x, pos, theta: float):
-    """Rotate adjacent pairs (x[2i], x[2i+1]) of each head by angle pos * theta^(-2i/D)."""
-    D = x.shape[-1]
+def rope_angles(pos, head_dim: int, theta: float):
+    """e^(i * pos * theta^(-2i/D)) for each position, once per forward for every layer."""
     # computed on the fly in fp32: a stored buffer would be cast by model.to(bfloat16)
-    inv_freq = 1.0 / theta ** (torch.arange(0, D, 2, device=x.device, dtype=torch.float32) / D)
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
     angle = pos.float()[..., None] * inv_freq  # (B, T, D/2)
-    cos, sin = angle.cos()[:, :, None], angle.sin()[:, :, None]  # (B, T, 1, D/2)
-    x0, x1 = x.float().unflatten(-1, (D // 2, 2)).unbind(-1)  # each (B, T, H, D/2)
-    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
-    return out.flatten(-2).type_as(x)  # (B, T, H, D)
+    return torch.polar(torch.ones_like(angle), angle)[:, :, None]  # (B, T, 1, D/2) complex
+
+
+def rope(x, rot):
+    """Rotate adjacent pairs (x[2i], x[2i+1]) of each head: as a complex number, times rot."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, T, H, D/2) complex
+    return torch.view_as_real(pairs * rot).flatten(-2).type_as(x)  # (B, T, H, D)
 
 
 class KVCache:
@@ -82,10 +84,11 @@ class KVCache:
     the token at position i of that context, so positions stay fixed for a context's life.
     """
 
-    def __init__(self, args: ModelArgs, n_rows: int, max_len: int, device=None, dtype=torch.float32):
+    def __init__(self, args: ModelArgs, n_rows: int, max_len: int, device=None, dtype=torch.float32,
+                 fill=torch.zeros):  # torch.empty for a caller that fills every slot itself
         shape = (args.n_layers, n_rows, args.kv_heads, max_len, args.head_dim)  # as SDPA reads it
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.k = fill(shape, device=device, dtype=dtype)
+        self.v = fill(shape, device=device, dtype=dtype)
         self.lengths = torch.zeros(n_rows, dtype=torch.long, device=device)
         self.max_len = max_len
 
@@ -97,31 +100,28 @@ class Attention(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.kv_heads, args.head_dim
-        self.theta = args.rope_theta
         self.wq = nn.Linear(args.dim, args.n_heads * args.head_dim, bias=False)
         self.wk = nn.Linear(args.dim, self.n_kv_heads * args.head_dim, bias=False)
         self.wv = nn.Linear(args.dim, self.n_kv_heads * args.head_dim, bias=False)
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
 
-    def forward(self, x, pos, kv: Optional[tuple] = None):
+    def forward(self, x, pos, rot, kv: Optional[tuple] = None):
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
-        q, k = rope(q, pos, self.theta), rope(k, pos, self.theta)
+        q, k = rope(q, rot), rope(k, rot)
         if kv is None:  # whole sequences from position 0: plain causal attention
             k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, Hkv, T, D)
             mask, causal = None, True
         else:  # write the new keys into the cache rows, then attend over the filled slots
-            cache_k, cache_v, rows = kv  # (R, Hkv, S, D) for this layer
+            cache_k, cache_v, rows, mask = kv  # (R, Hkv, slots, D) for this layer; mask (B, 1, T, S)
             cache_k[rows[:, None], :, pos] = k.to(cache_k.dtype)  # the (B, T) index pairs take (B, T, Hkv, D)
             cache_v[rows[:, None], :, pos] = v.to(cache_v.dtype)
-            S = int(pos.max()) + 1
+            S = mask.shape[-1]
             # index_select copies whole rows: about twice as fast on a CPU as cache_k[rows, :, :S]
             k, v = (c[:, :, :S].index_select(0, rows).type_as(q) for c in (cache_k, cache_v))  # (B, Hkv, S, D)
-            # explicit mask: is_causal would align top-left when T != S
-            mask = torch.arange(S, device=x.device) <= pos[:, :, None]  # (B, T, S)
-            mask, causal = mask[:, None], False  # (B, 1, T, S)
+            causal = False
         q = q.transpose(1, 2)  # (B, H, T, D)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=self.n_kv_heads != self.n_heads)
@@ -147,8 +147,8 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.dim, args.norm_eps)
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
 
-    def forward(self, x, pos, kv=None):
-        h = x + self.attention(self.attention_norm(x), pos, kv)
+    def forward(self, x, pos, rot, kv=None):
+        h = x + self.attention(self.attention_norm(x), pos, rot, kv)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -178,15 +178,19 @@ class Transformer(nn.Module):
         else:
             rows = torch.arange(B, device=tokens.device) if rows is None else rows
             pos = cache.lengths[rows][:, None] + torch.arange(T, device=tokens.device)  # (B, T)
-            if int(pos.max()) >= cache.max_len:
+            S = int(pos.max()) + 1
+            if S > cache.max_len:
                 raise ValueError(f"context longer than the cache's max_len={cache.max_len}")
+            # explicit mask: is_causal would align top-left when T != S
+            mask = (torch.arange(S, device=tokens.device) <= pos[:, :, None])[:, None]  # (B, 1, T, S)
+        rot = rope_angles(pos, self.args.head_dim, self.args.rope_theta)  # once, for every layer
         h = self.tok_embeddings(tokens)  # (B, T, dim)
         for i, layer in enumerate(self.layers):
-            kv = None if cache is None else (cache.k[i], cache.v[i], rows)
+            kv = None if cache is None else (cache.k[i], cache.v[i], rows, mask)
             if self.grad_checkpoint and self.training and cache is None:
-                h = checkpoint(layer, h, pos, use_reentrant=False)
+                h = checkpoint(layer, h, pos, rot, use_reentrant=False)
             else:
-                h = layer(h, pos, kv)
+                h = layer(h, pos, rot, kv)
         if cache is not None:
             cache.lengths[rows] += T if n_new is None else n_new
         return self.output(self.norm(h)).float()  # (B, T, vocab)
@@ -261,7 +265,7 @@ def merge_shards(shards: list, paths: list) -> dict:
     merged = {}
     for name in shards[0]:
         if name == "rope.freqs":
-            continue  # recomputed by rope()
+            continue  # recomputed by rope_angles()
         missing = [str(p) for p, s in zip(paths, shards) if name not in s]
         if missing:
             raise ValueError(f"{missing[0]}: weight {name!r} missing from this shard")

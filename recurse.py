@@ -152,9 +152,11 @@ class CachePool:
                 f"the KV cache pool would grow to {rows} contexts x {length} tokens, {need / 2**30:.1f} GiB "
                 f"while copying, over its budget of {self.max_bytes / 2**30:.1f} GiB (3/4 of the RAM, or of a GPU's "
                 f"free memory): lower the batch size, the problems decoded together")
-        self.cache = KVCache(self.args, rows, length, self.device, self.dtype)
-        self.cache.k[:, :R, :, :S] = old.k  # (layers, rows, kv_heads, slots, head_dim)
-        self.cache.v[:, :R, :, :S] = old.v
+        self.cache = KVCache(self.args, rows, length, self.device, self.dtype, fill=torch.empty)
+        for new, kept in ((self.cache.k, old.k), (self.cache.v, old.v)):  # each slot written once
+            new[:, :R, :, :S] = kept  # (layers, rows, kv_heads, slots, head_dim)
+            new[:, :R, :, S:] = 0  # masked slots are read too: zeros, never NaN from garbage
+            new[:, R:] = 0
         self.cache.lengths[:R] = old.lengths
         self.free = list(range(rows - 1, R - 1, -1)) + self.free
 
@@ -269,8 +271,12 @@ class Decoder:
             return self.fail(run, f"max_calls: more than {lim.max_calls} calls")
         if parent.depth >= lim.max_depth:
             return self.fail(run, f"max_depth: calls nested deeper than {lim.max_depth}")
+        prompt = tasks.child_prompt(sub_prompt)
+        if any(ctx.prompt == prompt for ctx in chain(parent)):
+            # greedy decoding is deterministic: that context would replay, calling this one again
+            return self.fail(run, f"cycle: a call repeats a problem already on its chain: {sub_prompt[:200]!r}")
         run.calls += 1
-        child = self.open(tasks.child_prompt(sub_prompt), parent.depth + 1, parent)
+        child = self.open(prompt, parent.depth + 1, parent)
         parent.parts.append(child)
         run.active, run.depth = child, max(run.depth, child.depth)
 
@@ -296,9 +302,15 @@ class Decoder:
         if ctx.step:
             self.end_step(ctx)  # keep the partial step for the trace
         run.done, run.failure = True, reason
-        while ctx is not None:
+        for ctx in chain(ctx):
             self.pool.give_back(ctx.row)
-            ctx = ctx.parent
+
+
+def chain(ctx: Optional[Context]):
+    """A context and its callers, up to the top."""
+    while ctx is not None:
+        yield ctx
+        ctx = ctx.parent
 
 
 def render_trace(run: Run) -> str:

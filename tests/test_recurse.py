@@ -144,16 +144,24 @@ def test_reencoding_variant_gives_the_same_answers_with_more_tokens(tok):
     assert all(r.tokens > k.tokens for k, r in zip(kept, redone))
 
 
+def growing(text):
+    """Calls a list one bit longer than its own problem's: never a repeat, never an end."""
+    if tasks.SOLUTION not in text:
+        raise ValueError("mid-prompt")  # as the oracle does: this token is never used
+    size = len(tasks.parse_prompt("parity", text.split("\n")[0]))
+    return repeating("Call: What is the parity of [" + ", ".join(["1"] * (size + 1)) + "]?\n")(text)
+
+
 SMALL = Limits(max_depth=6, max_calls=8, max_new_tokens=40, max_context_tokens=200, max_total_tokens=2000)
 
 
 @pytest.mark.parametrize("script, limits, reason", [
     (lambda text: "1 0", SMALL, "max_new_tokens"),  # never stops
-    (repeating("Call: What is the parity of [1, 0]?\n"), SMALL, "max_depth"),  # calls itself forever
-    (repeating("Call: What is the parity of [1, 0]?\n"), Limits(max_calls=3), "max_calls"),
+    (repeating("Call: What is the parity of [1, 0]?\n"), SMALL, "cycle"),  # calls itself forever
+    (growing, SMALL, "max_depth"),  # ever longer calls: no repeat, but no end
+    (growing, Limits(max_calls=3), "max_calls"),
     (repeating("Call: banana\n"), SMALL, "malformed call"),
-    (repeating("Call: What is the parity of [1, 0]?\n"),
-     Limits(max_depth=50, max_calls=50, max_total_tokens=300), "max_total_tokens"),
+    (growing, Limits(max_depth=50, max_calls=50, max_total_tokens=300), "max_total_tokens"),
     (lambda text: "1 " * 90, Limits(max_new_tokens=500, max_context_tokens=100), "max_context_tokens"),
 ])
 def test_runaway_models_end_with_the_reason(tok, script, limits, reason):
