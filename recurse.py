@@ -221,6 +221,7 @@ class Decoder:
 
     def forward(self, runs: list):
         """One forward over the active context of each run: each takes up to `chunk` pending tokens."""
+        runs = sorted(runs, key=lambda run: run.active.row)  # consecutive rows are read in place
         contexts = [run.active for run in runs]
         chunks = [ctx.pending[: self.chunk] for ctx in contexts]
         T = max(map(len, chunks))

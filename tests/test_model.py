@@ -59,6 +59,19 @@ def test_cache_rows_are_independent_and_padding_is_ignored():
         assert torch.allclose(step[0, -1], model(torch.cat([b, nxt], 1))[0, -1], atol=1e-5)
 
 
+def test_consecutive_rows_read_in_place_give_the_same_logits_as_gathered_rows():
+    """Contexts in rows 1, 2, 3 are read as a slice of the cache; in rows 3, 1, 2 they are gathered."""
+    model = tiny_model(n_kv_heads=2)
+    tokens, n_new = torch.randint(0, 96, (3, 8)), torch.tensor([7, 5, 6])
+    logits = []
+    with torch.no_grad():
+        for rows in (torch.tensor([1, 2, 3]), torch.tensor([3, 1, 2])):
+            cache = KVCache(model.args, n_rows=5, max_len=32)
+            model(tokens[:, :7], cache, rows=rows, n_new=n_new)
+            logits.append(model(tokens[:, 7:], cache, rows=rows))
+    assert torch.equal(logits[0], logits[1])
+
+
 def test_cache_overflow_is_an_error():
     model = tiny_model()
     cache = KVCache(model.args, n_rows=1, max_len=8)
