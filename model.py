@@ -84,11 +84,10 @@ class KVCache:
     the token at position i of that context, so positions stay fixed for a context's life.
     """
 
-    def __init__(self, args: ModelArgs, n_rows: int, max_len: int, device=None, dtype=torch.float32,
-                 fill=torch.zeros):  # torch.empty for a caller that fills every slot itself
-        shape = (args.n_layers, n_rows, args.kv_heads, max_len, args.head_dim)  # as SDPA reads it
-        self.k = fill(shape, device=device, dtype=dtype)
-        self.v = fill(shape, device=device, dtype=dtype)
+    def __init__(self, args: ModelArgs, n_rows: int, max_len: int, device=None, dtype=torch.float32):
+        shape = (n_rows, args.kv_heads, max_len, args.head_dim)  # as SDPA reads it; a tensor per layer
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(args.n_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(args.n_layers)]
         self.lengths = torch.zeros(n_rows, dtype=torch.long, device=device)
         self.max_len = max_len
 

@@ -97,7 +97,7 @@ class Run:
 
 
 def memory_budget(device) -> Optional[int]:
-    """Bytes the cache pool may take, counting both copies while it grows: 3/4 of a GPU's free
+    """Bytes the cache pool may take, counting the layer being copied while it grows: 3/4 of a GPU's free
     memory (the weights are already on it), or of a CPU machine's RAM (None where the OS does not say)."""
     device = torch.device(device)
     if device.type == "cuda":
@@ -114,7 +114,8 @@ class CacheBudgetError(RuntimeError):
 
 class CachePool:
     """Rows of one KVCache, lent to contexts and given back; it grows rows or length on demand,
-    by half at a time (doubling would strand up to half of a pool that can reach gigabytes)."""
+    by half at a time (doubling would strand up to half of a pool that can reach gigabytes), one
+    layer at a time (the old pool is freed as the new one fills: a peak of the new pool and one old layer)."""
 
     def __init__(self, args, device, dtype, rows: int, length: int = 64, max_bytes: Optional[int] = None):
         self.args, self.device, self.dtype, self.max_bytes = args, device, dtype, max_bytes
@@ -140,24 +141,28 @@ class CachePool:
         if length > self.cache.max_len:
             self.resize(self.rows, max(length, min(self.cache.max_len * 3 // 2, cap)))
 
-    def nbytes(self, rows: int, length: int) -> int:
+    def nbytes(self, rows: int, length: int, layers: Optional[int] = None) -> int:
         a = self.args
-        return 2 * a.n_layers * rows * a.kv_heads * length * a.head_dim * self.cache.k.element_size()
+        return 2 * (layers or a.n_layers) * rows * a.kv_heads * length * a.head_dim * self.cache.k[0].element_size()
 
     def resize(self, rows: int, length: int):
-        old, R, S = self.cache, self.rows, self.cache.max_len
-        need = self.nbytes(rows, length) + self.nbytes(R, S)  # the new pool and the old, while copying
+        cache, R, S = self.cache, self.rows, self.cache.max_len
+        need = self.nbytes(rows, length) + self.nbytes(R, S, layers=1)  # the new pool and one old layer
         if self.max_bytes is not None and need > self.max_bytes:
             raise CacheBudgetError(
                 f"the KV cache pool would grow to {rows} contexts x {length} tokens, {need / 2**30:.1f} GiB "
                 f"while copying, over its budget of {self.max_bytes / 2**30:.1f} GiB (3/4 of the RAM, or of a GPU's "
                 f"free memory): lower the batch size, the problems decoded together")
-        self.cache = KVCache(self.args, rows, length, self.device, self.dtype, fill=torch.empty)
-        for new, kept in ((self.cache.k, old.k), (self.cache.v, old.v)):  # each slot written once
-            new[:, :R, :, :S] = kept  # (layers, rows, kv_heads, slots, head_dim)
-            new[:, :R, :, S:] = 0  # masked slots are read too: zeros, never NaN from garbage
-            new[:, R:] = 0
-        self.cache.lengths[:R] = old.lengths
+        for i in range(self.args.n_layers):  # layer by layer: an old one is freed as soon as it is copied
+            for layers in (cache.k, cache.v):
+                new = torch.empty((rows, self.args.kv_heads, length, self.args.head_dim),
+                                  device=self.device, dtype=self.dtype)  # (rows, kv_heads, slots, head_dim)
+                new[:R, :, :S] = layers[i]  # each slot written once
+                new[:R, :, S:] = 0  # masked slots are read too: zeros, never NaN from garbage
+                new[R:] = 0
+                layers[i] = new
+        cache.lengths = torch.cat([cache.lengths, cache.lengths.new_zeros(rows - R)])
+        cache.max_len = length
         self.free = list(range(rows - 1, R - 1, -1)) + self.free
 
 

@@ -262,7 +262,7 @@ def test_cache_pool_grows_by_half_and_stops_at_its_budget():
     assert pool.cache.max_len == 100  # what was asked, as 1.5 x 64 = 96 is short of it
     pool.fit(101, cap=1000)
     assert pool.cache.max_len == 150
-    budget = pool.nbytes(9, 150) + pool.nbytes(13, 150) - 1  # one byte short of the next growth
+    budget = pool.nbytes(13, 150) + pool.nbytes(9, 150, layers=1) - 1  # one byte short of the next growth
     tight = CachePool(args, "cpu", torch.float32, rows=9, length=150, max_bytes=budget)
     for _ in range(9):
         tight.take()
