@@ -56,7 +56,7 @@ def test_short_run_lowers_loss(tiny_ckpt, tmp_path):
     model0, tok, _ = train.load_trained(cfg.out)
     batch = [encode_pair(tok, p) for p, _ in zip(tasks.stream("parity", "retuning", (1, 4), seed=99), range(32))]
     x, y = make_batch(batch, 0, "cpu")
-    init, _ = train.load_meta(tiny_ckpt, device="cpu")
+    init, _ = train.load_checkpoint(tiny_ckpt, device="cpu")
     with torch.no_grad():
         losses = [pair_loss(m(x), y).item() for m in (init, model0)]
     assert losses[1] < 0.7 * losses[0], losses
