@@ -279,7 +279,7 @@ def train(cfg: TrainConfig, resume=False, log=print, stream=None, evaluate=held_
         optimizer.load_state_dict(state["optimizer"])
         rngs = torch.atleast_2d(state["rng"])  # a row per rank that saved it
         if rank < len(rngs):
-            torch.set_rng_state(rngs[rank])
+            torch.set_rng_state(rngs[rank].clone())  # a row of its own: torch crashes on a view
         start, losses = state["step"], state.get("losses", [])[:state["step"]]
         log(f"resumed {cfg.out} at step {start}")
     net = devices.data_parallel(model, device)
@@ -378,6 +378,7 @@ def main(argv=None):
         train(cfg, resume=resume, device=device)
         if devices.rank_world()[0] == 0:
             print(f"done in {time.time() - t0:.0f} s; saved to {cfg.out}")
+        devices.barrier()  # none leaves the group while another may still talk to it
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
         sys.exit(f"error: {e}" if devices.rank_world()[0] == 0 else 1)  # one message, from rank 0
     finally:
