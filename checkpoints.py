@@ -65,12 +65,11 @@ def read_hf_config(path: Path) -> tuple:
         raise ValueError(f"{path / 'config.json'}: {missing} missing")
     rope = c.get("rope_parameters") or c.get("rope_scaling") or {}  # transformers 5 / 4
     theta = c.get("rope_theta") or rope.get("rope_theta") or 10000.0
+    head_dim = c["hidden_size"] // c["num_attention_heads"]  # model.py's, as Meta's
     unsupported = {"rope scaling": rope.get("rope_type", rope.get("type", "default")) != "default",
                    "attention_bias": c.get("attention_bias", False), "mlp_bias": c.get("mlp_bias", False),
                    f"hidden_act {c.get('hidden_act')!r}": c.get("hidden_act", "silu") != "silu",
-                   "head_dim other than hidden_size / num_attention_heads":
-                       c.get("head_dim", c["hidden_size"] // c["num_attention_heads"])
-                       != c["hidden_size"] // c["num_attention_heads"]}
+                   f"head_dim {c.get('head_dim')}": c.get("head_dim", head_dim) != head_dim}
     bad = [name for name, present in unsupported.items() if present]
     if bad:
         raise ValueError(f"{path / 'config.json'}: {', '.join(bad)} not supported by model.py")

@@ -14,6 +14,7 @@ import os
 from typing import Optional
 
 import torch
+import torch._dynamo  # noqa: F401  before any process group: see stop()
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
@@ -44,6 +45,9 @@ def start(device: Optional[str]) -> Optional[str]:
 
 
 def stop():
+    """Leave the group; its gloo threads end here, not during the interpreter's exit, where one still
+    releasing a tensor aborts the process. (Imported after the group exists, torch._dynamo, which
+    loading a model imports, keeps references to it that outlive destroy_process_group.)"""
     if dist.is_initialized():
         dist.destroy_process_group()
 

@@ -193,7 +193,6 @@ def main(argv=None):
     cfg = parse_args(argv)
     try:
         run(cfg, devices.start(cfg.device))
-        devices.barrier()  # none leaves the group while another may still talk to it
     finally:
         devices.stop()
 

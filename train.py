@@ -378,7 +378,6 @@ def main(argv=None):
         train(cfg, resume=resume, device=device)
         if devices.rank_world()[0] == 0:
             print(f"done in {time.time() - t0:.0f} s; saved to {cfg.out}")
-        devices.barrier()  # none leaves the group while another may still talk to it
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
         sys.exit(f"error: {e}" if devices.rank_world()[0] == 0 else 1)  # one message, from rank 0
     finally:
