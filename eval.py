@@ -198,6 +198,7 @@ def main(argv=None):
 
 
 def run(cfg: EvalConfig, device):
+    """Every method on the same problems; under torchrun rank 0 alone prints and writes."""
     t0 = time.time()
     rank, world = devices.rank_world()
     try:
