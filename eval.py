@@ -2,9 +2,11 @@
 
 Chapter 6. The paper's figures: train on small problems (train.py), then test each method on
 the same problems at sizes inside and far beyond the training range. Every run found in
-out/<task>-<method>/ is loaded with train.load_trained and decoded greedily by recurse.py
-(Re-Tuning recursively, the others plainly). The result is a table on screen, a JSON file and,
-if matplotlib is installed, a plot of accuracy against length with the training range shaded.
+out/<task>-<method>/ (a train.py run, or a model exported from one with train.py --export) is
+loaded with train.load_trained and decoded greedily by recurse.py (Re-Tuning recursively, the
+others plainly). The result is a table on screen, a JSON file and, if matplotlib is installed, a
+plot of accuracy against length with the training range shaded. Under torchrun each rank decodes
+every N-th problem and rank 0 gathers them and writes the same files as one process.
 
     python eval.py --task parity --lengths 5:60:5 --samples 100
 """
@@ -19,9 +21,10 @@ from typing import Optional
 
 from tqdm import tqdm
 
+import devices
 import tasks
 from recurse import CacheBudgetError, Limits, solve_problems
-from train import load_trained, read_config
+from train import is_export, load_trained, read_config
 
 DEFAULT_LENGTHS = {"parity": "5:60:5", "addition": "5:60:5", "dp": "2:24:2"}  # out to the paper's farthest
 
@@ -34,7 +37,7 @@ class EvalConfig:
     samples: int = 100  # problems per length
     seed: int = 0  # the same problems for every method
     batch_size: int = 16  # problems in flight; the KV cache grows with batch x call depth
-    runs: str = "out"  # where train.py wrote out/<task>-<method>/
+    runs: str = "out"  # where train.py wrote out/<task>-<method>/ (runs or exported models)
     out: Optional[str] = None  # default out/eval-<task>.json
     trace: bool = False
     max_new_tokens: Optional[int] = None  # default: twice the longest gold sequence (Limits.fitting)
@@ -77,7 +80,7 @@ def parse_args(argv=None) -> EvalConfig:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                    help="problems decoded together (memory grows with it)")
-    p.add_argument("--runs", default=d.runs, help="folder holding <task>-<method>/ runs")
+    p.add_argument("--runs", default=d.runs, help="folder holding <task>-<method>/ runs or exported models")
     p.add_argument("--out", help="results JSON (default <runs>/eval-<task>.json); the plot goes beside it")
     p.add_argument("--trace", action="store_true", help="print one problem's call tree per method")
     p.add_argument("--max-new-tokens", type=positive_int, default=d.max_new_tokens,
@@ -92,11 +95,12 @@ def parse_args(argv=None) -> EvalConfig:
 def trained_methods(cfg: EvalConfig) -> list:
     """The requested methods, or every one with a saved run; each must have a readable config."""
     run_dir = lambda m: Path(cfg.runs) / f"{cfg.task}-{m}"  # noqa: E731
-    methods = cfg.methods or [m for m in tasks.METHODS if (run_dir(m) / "state.pt").is_file()]
+    found = lambda m: (run_dir(m) / "state.pt").is_file() or is_export(run_dir(m))  # noqa: E731
+    methods = cfg.methods or [m for m in tasks.METHODS if found(m)]
     if not methods:
         raise FileNotFoundError(
             f"no trained run for {cfg.task} in {cfg.runs}/ (expected {cfg.runs}/{cfg.task}-<method>/"
-            f"state.pt); train one: python train.py --task {cfg.task}")
+            f"state.pt, or a model exported there); train one: python train.py --task {cfg.task}")
     for method in methods:
         saved = read_config(run_dir(method))
         if (saved.task, saved.method) != (cfg.task, method):
@@ -107,25 +111,35 @@ def trained_methods(cfg: EvalConfig) -> list:
 def train_range(cfg: EvalConfig, methods: list) -> tuple:
     """The training sizes of the runs (they should agree; the widest is shown if not)."""
     ranges = {tuple(read_config(Path(cfg.runs) / f"{cfg.task}-{m}").lengths) for m in methods}
-    if len(ranges) > 1:
+    if len(ranges) > 1 and devices.rank_world()[0] == 0:
         print(f"note: the runs were trained on different sizes {sorted(ranges)}")
     return min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
 
 
-def evaluate(cfg: EvalConfig, method: str, bar) -> tuple:
-    """{length: {"correct", "n"}} of one method, one outcome at the largest length, failure counts."""
+def fail(message: str):
+    """One message, from rank 0 (under torchrun the others exit too, and torchrun ends the rest)."""
+    sys.exit(message if devices.rank_world()[0] == 0 else 1)
+
+
+def evaluate(cfg: EvalConfig, method: str, bar, device) -> Optional[tuple]:
+    """{length: {"correct", "n"}} of one method, one outcome at the largest length, failure counts.
+    Under torchrun this rank decodes every N-th problem, and only rank 0 gets the answer."""
     try:
-        model, tokenizer, _ = load_trained(Path(cfg.runs) / f"{cfg.task}-{method}", device=cfg.device)
-    except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
-        sys.exit(f"error: {e}")
+        model, tokenizer, _ = load_trained(Path(cfg.runs) / f"{cfg.task}-{method}", device=device)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError, ImportError) as e:
+        fail(f"error: {e}")
     problems = [p for n in cfg.lengths for p in tasks.eval_problems(cfg.task, n, cfg.samples, cfg.seed)]
+    rank, world = devices.rank_world()
     # all lengths in one call: a finished problem makes room for the next, whatever its size
     try:
-        outcomes = solve_problems(model, tokenizer, cfg.task, method, problems, cfg.batch_size,
-                                  Limits(max_new_tokens=cfg.max_new_tokens) if cfg.max_new_tokens else None,
-                                  progress=bar.update)
+        mine = solve_problems(model, tokenizer, cfg.task, method, problems[rank::world], cfg.batch_size,
+                              Limits(max_new_tokens=cfg.max_new_tokens) if cfg.max_new_tokens else None,
+                              progress=bar.update)
     except CacheBudgetError as e:
-        sys.exit(f"error: {method}: {e} (--batch-size {cfg.batch_size})")
+        fail(f"error: {method}: {e} (--batch-size {cfg.batch_size})")
+    outcomes = devices.gather_interleaved(mine, rank, world)  # rank 0: all, in the problems' order
+    if outcomes is None:
+        return None
     results = {}
     for i, n in enumerate(cfg.lengths):
         chunk = outcomes[i * cfg.samples:(i + 1) * cfg.samples]
@@ -177,23 +191,38 @@ def plot(path: Path, task: str, train_lengths: tuple, results: dict) -> bool:
 
 def main(argv=None):
     cfg = parse_args(argv)
+    try:
+        run(cfg, devices.start(cfg.device))
+    finally:
+        devices.stop()
+
+
+def run(cfg: EvalConfig, device):
+    """Every method on the same problems; under torchrun rank 0 alone prints and writes."""
     t0 = time.time()
+    rank, world = devices.rank_world()
     try:
         methods = trained_methods(cfg)
         train_lengths = train_range(cfg, methods)
     except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+        fail(f"error: {e}")
     results = {}
-    bar = tqdm(total=len(methods) * len(cfg.lengths) * cfg.samples, disable=None, desc=f"eval {cfg.task}")
+    mine = len(range(rank, len(cfg.lengths) * cfg.samples, world))  # this rank's problems per method
+    bar = tqdm(total=len(methods) * mine, disable=None if rank == 0 else True, desc=f"eval {cfg.task}")
     for method in methods:
         start = time.time()
-        results[method], example, failures = evaluate(cfg, method, bar)
+        answer = evaluate(cfg, method, bar, device)
+        if answer is None:  # not rank 0: its outcomes went to rank 0
+            continue
+        results[method], example, failures = answer
         stopped = ", ".join(f"{reason} {count}" for reason, count in failures.most_common())
         bar.write(f"{method}: {time.time() - start:.1f} s" + (f"; stopped by {stopped}" if stopped else ""))
         if cfg.trace:
             bar.write(f"--- {method}, one problem of size {cfg.lengths[-1]} "
                       f"({'right' if example.correct else 'wrong'}):\n{example.trace}\n")
     bar.close()
+    if rank != 0:
+        return
     print(format_table(results, cfg.lengths, train_lengths))
     out = Path(cfg.out)
     write_results(out, cfg.task, train_lengths, results, cfg.seed)

@@ -8,6 +8,8 @@ model computes exactly what the base model computes. train.py calls `apply_lora`
 attention projections wq, wk, wv, wo (the defaults below). The base weight keeps its name
 `weight`, so Meta's state dicts load into an adapted model unchanged, and `merge_lora` folds
 the adapters back in to give a plain model that `save_meta` can write as a Meta checkpoint.
+The adapters are fp32 whatever the base's dtype (as peft does): over a frozen bf16 base, a bf16
+B would round away every update smaller than about 1/256 of its entries.
 """
 import math
 from pathlib import Path
@@ -31,7 +33,7 @@ class LoRALinear(nn.Module):
         # the base's own tensors under their own names: state-dict keys stay Meta's
         self.weight = base.weight
         self.bias = base.bias
-        like = dict(device=base.weight.device, dtype=base.weight.dtype)
+        like = dict(device=base.weight.device, dtype=torch.float32)  # trainable: fp32 over any base
         self.lora_A = nn.Parameter(torch.empty(r, self.in_features, **like))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, r, **like))  # zero: starts as W
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as in Microsoft's loralib
@@ -39,11 +41,11 @@ class LoRALinear(nn.Module):
         self.enabled = True  # False: behave exactly like the base layer
 
     def forward(self, x):
-        out = F.linear(x, self.weight, self.bias)  # (..., out)
+        out = F.linear(x, self.weight, self.bias)  # (..., out), in the base's dtype
         if not self.enabled:
             return out
-        h = F.linear(self.dropout(x), self.lora_A)  # (..., r)
-        return out + F.linear(h, self.lora_B) * self.scaling  # (..., out)
+        h = F.linear(self.dropout(x).to(self.lora_A.dtype), self.lora_A)  # (..., r), fp32
+        return out + (F.linear(h, self.lora_B) * self.scaling).to(out.dtype)  # (..., out)
 
     def extra_repr(self):
         return f"in={self.in_features}, out={self.out_features}, r={self.r}, alpha={self.alpha}"

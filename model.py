@@ -5,7 +5,8 @@ on the `Transformer` below. It follows Meta's reference `model.py`: same paramet
 rotary embeddings on adjacent pairs, grouped-query attention, SwiGLU, RMSNorm. Two things
 differ: attention runs through `F.scaled_dot_product_attention`, and the KV cache is a
 small explicit object (`KVCache`) passed to `forward`, holding many independent contexts
-(rows) at once, so the recursive decoder can keep one cache per sub-call.
+(rows) at once, so the recursive decoder can keep one cache per sub-call. `load_checkpoint`
+reads Meta's format here and Hugging Face's through checkpoints.py.
 """
 import json
 import os
@@ -33,6 +34,7 @@ class ModelArgs:
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     max_seq_len: int = 2048
+    ffn_hidden_dim: Optional[int] = None  # not Meta's: a feed-forward width off its rule (HF's intermediate_size)
 
     @property
     def kv_heads(self) -> int:
@@ -44,6 +46,8 @@ class ModelArgs:
 
     @property
     def hidden_dim(self) -> int:
+        if self.ffn_hidden_dim:
+            return self.ffn_hidden_dim
         # Meta's rule: 2/3 of 4*dim, optionally scaled, rounded up to a multiple
         hidden = int(2 * (4 * self.dim) / 3)
         if self.ffn_dim_multiplier is not None:
@@ -311,22 +315,40 @@ def load_meta(ckpt_dir, device=None, dtype=None, max_seq_len: int = 2048):
                                 f"consolidated.{len(paths) - 1:02d}.pth, found {[p.name for p in paths]}")
     state = merge_shards([load_shard(p) for p in paths], paths)
     device, dtype = default_device_dtype(device, dtype)
+    model = model_from_state(args, state, ckpt_dir, f"params.json and {len(paths)} shard(s)", device, dtype)
+    return model, tokenizer
+
+
+def model_from_state(args: ModelArgs, state: dict, source, implied_by: str, device, dtype):
+    """A Transformer holding `state`'s tensors, each checked against the shape `args` implies."""
     with torch.device("meta"):  # no memory for weights yet: assign=True hands over the loaded ones
         model = Transformer(args)
     expected_shapes = {k: v.shape for k, v in model.state_dict().items()}
     for name, shape in expected_shapes.items():
         if name not in state:
-            raise ValueError(f"{ckpt_dir}: weight {name!r} missing (params.json says "
-                             f"{args.n_layers} layers)")
+            raise ValueError(f"{source}: weight {name!r} missing ({args.n_layers} layers expected "
+                             f"from {implied_by})")
         if state[name].shape != shape:
-            raise ValueError(f"{ckpt_dir}: weight {name!r} has shape {tuple(state[name].shape)}, "
-                             f"params.json and {len(paths)} shard(s) imply {tuple(shape)}")
+            raise ValueError(f"{source}: weight {name!r} has shape {tuple(state[name].shape)}, "
+                             f"expected {tuple(shape)} from {implied_by}")
     extra = sorted(set(state) - set(expected_shapes))
     if extra:
-        raise ValueError(f"{ckpt_dir}: unexpected weights {extra[:5]}")
-    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
-    model.load_state_dict(state, assign=True)
-    return model.eval(), tokenizer
+        raise ValueError(f"{source}: unexpected weights {extra[:5]}")
+    model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state.items()}, assign=True)
+    return model.eval()
+
+
+def load_checkpoint(path, device=None, dtype=None):
+    """(Transformer, Tokenizer) from Meta's format (params.json) or a Hugging Face LLaMA folder
+    (config.json), told apart by their files."""
+    path = Path(path)
+    if path.is_dir() and not (path / "params.json").is_file():
+        if (path / "config.json").is_file():
+            from checkpoints import load_hf  # Hugging Face's format: the next chapter
+            return load_hf(path, device, dtype)
+        raise FileNotFoundError(f"{path}: neither params.json (Meta's format) nor config.json "
+                                f"(Hugging Face's) found")
+    return load_meta(path, device, dtype)
 
 
 def save_meta(model: Transformer, tokenizer: Tokenizer, ckpt_dir):
@@ -334,6 +356,8 @@ def save_meta(model: Transformer, tokenizer: Tokenizer, ckpt_dir):
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     params = {f.name: getattr(model.args, f.name) for f in fields(ModelArgs) if f.name != "max_seq_len"}
+    if params["ffn_hidden_dim"] is None:
+        del params["ffn_hidden_dim"]  # Meta's own readers know only their fields
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(ckpt_dir / "params.json", lambda f: f.write(json.dumps(params, indent=2).encode()))
     atomic_write(ckpt_dir / "tokenizer.model", lambda f: f.write(tokenizer.path.read_bytes()))

@@ -2,10 +2,15 @@
 
 Chapter 4. `python train.py --task parity` fine-tunes the project's embedded tiny LLaMA
 (assets/tiny-llama, made by base.py) on parity in Re-Tuning form; `--ckpt-dir
-path/to/llama-7b` does the same to Meta's weights with LoRA, as the paper did. The data
-are the (prompt, target) pairs of tasks.py; the loss is on target tokens and EOS only,
-each pair weighted equally (one-token answer steps must not drown among long call steps).
-A run writes out/<task>-<method>/{config.json, state.pt}; eval.py reads them back.
+path/to/llama-7b` does the same to LLaMA's weights (Meta's or Hugging Face's format) with LoRA,
+as the paper did. The data are the (prompt, target) pairs of tasks.py; the loss is on target
+tokens and EOS only, each pair weighted equally (one-token answer steps must not drown among
+long call steps). A run writes out/<task>-<method>/{config.json, state.pt}; eval.py reads them
+back, and `--export DIR --format meta|hf` turns one into a standalone model, LoRA merged.
+
+`torchrun --nproc_per_node N train.py ...` trains data-parallel (DistributedDataParallel): every
+rank draws the same batches and takes its contiguous share of each, so the run sees exactly the
+data of one process with the same --batch-size; rank 0 alone prints and writes checkpoints.
 """
 import argparse
 import json
@@ -21,12 +26,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import devices
 import tasks
-from lora import apply_lora
-from model import atomic_write, default_device_dtype, load_meta
+from checkpoints import save_hf
+from lora import apply_lora, merge_lora
+from model import atomic_write, default_device_dtype, load_checkpoint, save_meta
 from recurse import solve_problems
 
 EMBEDDED = Path(__file__).resolve().parent / "assets" / "tiny-llama"
+EXPORTED_CONFIG = "train_config.json"  # beside an exported model: the config of the run it came from
 # Full fine-tuning of the tiny model, per task and method: of the rates tried, the one with the
 # best held-out exact match inside the training range at the end of tuning (60 problems), the
 # smaller on a tie, since a smaller step keeps more of the base's copying, which Re-Tuning's calls
@@ -44,7 +52,7 @@ FULL_LR = {"parity": {"baseline": 1e-4, "scratchpad": 1e-4, "retuning": 5e-5},
 class TrainConfig:
     task: str = "parity"
     method: str = "retuning"
-    ckpt_dir: Optional[str] = None  # Meta-format weights; None: the embedded tiny LLaMA
+    ckpt_dir: Optional[str] = None  # Meta's or Hugging Face's format; None: the embedded tiny LLaMA
     out: Optional[str] = None  # default out/<task>-<method>
     lengths: Optional[tuple] = None  # training sizes (lo, hi); default: the paper's
     full: Optional[bool] = None  # full fine-tuning; default: LoRA on Meta weights, full on the tiny model
@@ -63,6 +71,7 @@ class TrainConfig:
     save_every: int = 100
     grad_checkpoint: bool = False
     device: Optional[str] = None
+    dtype: Optional[str] = None  # the frozen base's (LoRA) or the forward's (full); default bfloat16 on CUDA
     seed: int = 0
 
     def resolve(self, own_data=False):
@@ -78,6 +87,9 @@ class TrainConfig:
             self.full = Path(self.ckpt_dir).resolve() == EMBEDDED
         self.lr = self.lr or (FULL_LR.get(self.task, {}).get(self.method, 5e-4) if self.full else 2e-4)
         self.lora_targets = tuple(self.lora_targets)
+        if self.dtype not in (None, "bfloat16", "float32"):
+            raise ValueError(f"dtype must be bfloat16 or float32, got {self.dtype!r}")
+        self.dtype = self.dtype or str(default_device_dtype(self.device)[1]).removeprefix("torch.")
         for name in ("steps", "batch_size", "eval_every", "save_every", "lora_r"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
@@ -139,7 +151,7 @@ def lr_at(step, cfg):
 
 def build_model(cfg, device, dtype):
     """The base model, with LoRA applied unless full fine-tuning."""
-    model, tokenizer = load_meta(cfg.ckpt_dir, device=device, dtype=dtype)
+    model, tokenizer = load_checkpoint(cfg.ckpt_dir, device=device, dtype=dtype)
     if cfg.full:
         model.requires_grad_(True)
     else:
@@ -153,13 +165,14 @@ def trainable_state(model):
     return {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_state(cfg, model, optimizer, step):
-    """One file holds everything a resume needs; written atomically, config beside it."""
+def save_state(cfg, model, optimizer, step, losses, rngs):
+    """One file holds everything a resume needs, and the loss of every step so far; written
+    atomically, config beside it. Trainable weights and AdamW's state are fp32."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "config.json", lambda f: f.write(json.dumps(asdict(cfg), indent=2).encode()))
     state = {"step": step, "weights": trainable_state(model), "optimizer": optimizer.state_dict(),
-             "rng": torch.get_rng_state()}
+             "rng": rngs, "losses": list(losses)}
     atomic_write(out / "state.pt", lambda f: torch.save(state, f))
 
 
@@ -174,8 +187,13 @@ def read_state(out):
                          f"{str(e).splitlines()[0][:200]})") from None
 
 
+def is_export(folder) -> bool:
+    return (Path(folder) / EXPORTED_CONFIG).is_file()
+
+
 def read_config(out):
-    path = Path(out) / "config.json"
+    """The TrainConfig of a run folder (config.json) or of a model exported from one."""
+    path = Path(out) / (EXPORTED_CONFIG if is_export(out) else "config.json")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no config.json; not a train.py output folder")
     try:
@@ -194,13 +212,30 @@ def load_weights(model, weights, source):
             params[n].copy_(w)
 
 
-def load_trained(out, device=None):
-    """(model, tokenizer, config) of a finished or interrupted run, ready for evaluation."""
+def load_trained(out, device=None, dtype=None):
+    """(model, tokenizer, config) of a finished or interrupted run, or of a model exported from
+    one, ready for evaluation."""
     cfg = read_config(out)
-    device, dtype = default_device_dtype(device or cfg.device)
+    device, dtype = default_device_dtype(device or cfg.device, dtype)
+    if is_export(out):
+        model, tokenizer = load_checkpoint(out, device, dtype)
+        return model, tokenizer, cfg
     model, tokenizer = build_model(cfg, device, dtype)
     load_weights(model, read_state(out)["weights"], Path(out) / "state.pt")
     return model.eval(), tokenizer, cfg
+
+
+def export_run(out, dest, fmt: str):
+    """A finished or interrupted run as a standalone model, LoRA merged, in Meta's format or
+    Hugging Face's; each weight in the dtype the base had in training (config.json's dtype)."""
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise ValueError(f"{dest}: not empty; export into a new folder")
+    dtype = getattr(torch, read_config(out).dtype or "float32")
+    model, tokenizer, cfg = load_trained(out, device="cpu", dtype=dtype)
+    merge_lora(model)  # on this copy, loaded for the export: the run's files stay as they are
+    (save_hf if fmt == "hf" else save_meta)(model, tokenizer, dest)
+    atomic_write(dest / EXPORTED_CONFIG, lambda f: f.write(json.dumps(asdict(cfg), indent=2).encode()))
 
 
 # ---- the loop ----
@@ -217,16 +252,24 @@ def held_out_accuracy(model, tokenizer, cfg, seed=12345):
     return sum(o.correct for o in outcomes) / len(outcomes)
 
 
-def train(cfg: TrainConfig, resume=False, log=print, stream=None, evaluate=held_out_accuracy):
-    """Train to cfg.steps; returns the final loss. base.py passes its own `stream(seed)` of
-    pairs and its own `evaluate(model, tokenizer, cfg) -> accuracy`."""
+def train(cfg: TrainConfig, resume=False, log=print, stream=None, evaluate=held_out_accuracy, device=None):
+    """Train to cfg.steps; returns the final loss. Under torchrun every rank runs this on its share
+    of each batch. base.py passes its own `stream(seed)` of pairs and its own
+    `evaluate(model, tokenizer, cfg) -> accuracy`."""
     cfg.resolve(own_data=stream is not None)
+    rank, world = devices.rank_world()
+    if cfg.batch_size < world:
+        raise ValueError(f"--batch-size {cfg.batch_size} is smaller than the {world} processes")
+    log = log if rank == 0 else (lambda s: None)
     torch.manual_seed(cfg.seed)
-    device, dtype = default_device_dtype(cfg.device)
-    model, tokenizer = build_model(cfg, device, dtype)
+    device, dtype = default_device_dtype(device or cfg.device, getattr(torch, cfg.dtype))
+    weights_dtype, autocast = devices.precision(cfg.full, device, dtype)
+    model, tokenizer = build_model(cfg, device, weights_dtype)
+    if rank > 0:
+        torch.manual_seed(cfg.seed + 7919 * rank)  # its own dropout masks; the weights above are every rank's
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
-    start = 0
+    start, losses = 0, []
     if resume:
         saved = read_config(cfg.out)
         if (saved.task, saved.method, saved.full, saved.ckpt_dir) != (cfg.task, cfg.method, cfg.full, cfg.ckpt_dir):
@@ -234,34 +277,47 @@ def train(cfg: TrainConfig, resume=False, log=print, stream=None, evaluate=held_
         state = read_state(cfg.out)
         load_weights(model, state["weights"], Path(cfg.out) / "state.pt")
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        start = state["step"]
+        rngs = torch.atleast_2d(state["rng"])  # a row per rank that saved it
+        if rank < len(rngs):
+            torch.set_rng_state(rngs[rank].clone())  # a row of its own: torch crashes on a view
+        start, losses = state["step"], state.get("losses", [])[:state["step"]]
         log(f"resumed {cfg.out} at step {start}")
+    net = devices.data_parallel(model, device)
     stream = stream or (lambda s: tasks.stream(cfg.task, cfg.method, cfg.lengths, seed=s))
     model.train()
-    bar = tqdm(total=cfg.steps, initial=start, disable=None, desc=f"{cfg.task}-{cfg.method}")
+    bar = tqdm(total=cfg.steps, initial=start, disable=None if rank == 0 else True, desc=f"{cfg.task}-{cfg.method}")
     tokens_seen, t0, loss_value = 0, time.time(), float("nan")
     for step, chunk in batches(stream, tokenizer, cfg.batch_size, cfg.seed, start):
         if step >= cfg.steps:
             break
-        x, y = make_batch(chunk, tokenizer.pad_id if tokenizer.pad_id >= 0 else 0, device)
+        mine = devices.share(chunk, rank, world)
+        x, y = make_batch(mine, tokenizer.pad_id if tokenizer.pad_id >= 0 else 0, device)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss = pair_loss(model(x), y)
-        loss.backward()
+        with autocast():
+            logits = net(x)
+        loss = pair_loss(logits, y) * (len(mine) / len(chunk))  # the share's part of the mean over pairs
+        (loss * world).backward()  # DDP divides the ranks' sum by world: the gradient of the whole mean
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)  # now, not before backward: no stale grads beside activations
-        loss_value, tokens_seen = loss.item(), tokens_seen + x.numel()
+        loss_value, n_tokens = devices.sums([loss.item(), x.numel()], device)  # the whole batch's
+        losses.append(loss_value)
+        tokens_seen += n_tokens
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{tokens_seen / (time.time() - t0):.0f}")
         done = step + 1
         if done % cfg.save_every == 0 or done == cfg.steps:
-            save_state(cfg, model, optimizer, done)
+            rngs = devices.rng_states(world)  # every rank takes part
+            if rank == 0:
+                save_state(cfg, model, optimizer, done, losses, rngs)
         if done % cfg.eval_every == 0 or done == cfg.steps:
-            acc = evaluate(model, tokenizer, cfg)
-            log(f"step {done}: loss {loss_value:.4f}, held-out exact match {acc:.1%}, "
-                f"{tokens_seen / (time.time() - t0):.0f} tokens/s")
+            if rank == 0:
+                with autocast():
+                    acc = evaluate(model, tokenizer, cfg)
+                log(f"step {done}: loss {loss_value:.4f}, held-out exact match {acc:.1%}, "
+                    f"{tokens_seen / (time.time() - t0):.0f} tokens/s")
+            devices.barrier()  # the others wait for rank 0's evaluation
     bar.close()
     return loss_value
 
@@ -271,7 +327,7 @@ def parse_args(argv=None) -> tuple:
     p = argparse.ArgumentParser(description="Tune a LLaMA on a compositional task.")
     p.add_argument("--task", default=d.task, choices=list(tasks.TASKS))
     p.add_argument("--method", default=d.method, choices=list(tasks.METHODS))
-    p.add_argument("--ckpt-dir", help="Meta-format weights (default: the embedded tiny LLaMA)")
+    p.add_argument("--ckpt-dir", help="LLaMA weights, Meta's or Hugging Face's format (default: the embedded tiny LLaMA)")
     p.add_argument("--out", help="output folder (default out/<task>-<method>)")
     p.add_argument("--lengths", help="training sizes LO:HI (default: the paper's)")
     mode = p.add_mutually_exclusive_group()
@@ -284,10 +340,17 @@ def parse_args(argv=None) -> tuple:
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
     p.add_argument("--lora-targets", default=",".join(d.lora_targets), help="e.g. wq,wk,wv,wo,w1,w2,w3")
     p.add_argument("--grad-checkpoint", action="store_true")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present; one GPU per rank under torchrun)")
+    p.add_argument("--dtype", choices=("bfloat16", "float32"),
+                   help="the frozen base's (LoRA) or the forward's (full); trainable weights stay fp32 "
+                        "(default: bfloat16 on CUDA, float32 on the CPU)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--export", metavar="DIR", help="write the run in --out to DIR as a standalone model, LoRA merged")
+    p.add_argument("--format", choices=("meta", "hf"), help="--export's format: Meta's (default) or Hugging Face's")
     a = vars(p.parse_args(argv))
-    resume = a.pop("resume")
+    resume, export, fmt = a.pop("resume"), a.pop("export"), a.pop("format")
+    if fmt and not export:
+        p.error("--format goes with --export DIR")
     a["lora_targets"] = tuple(t for t in a["lora_targets"].split(",") if t)
     if a["lengths"]:
         try:
@@ -297,22 +360,28 @@ def parse_args(argv=None) -> tuple:
         if not 1 <= lo <= hi:
             p.error(f"--lengths needs 1 <= LO <= HI, got {lo}:{hi}")
         a["lengths"] = (lo, hi)
-    return TrainConfig(**a), resume
+    return TrainConfig(**a), resume, (export, fmt or "meta") if export else None
 
 
 def main(argv=None):
-    cfg, resume = parse_args(argv)
+    cfg, resume, export = parse_args(argv)
     try:
-        cfg.resolve()
+        cfg.resolve()  # also fails early on a malformed --device
+        if export:
+            export_run(cfg.out, *export)
+            print(f"exported {cfg.out} to {export[0]} ({export[1]} format)")
+            return
         if not resume and (Path(cfg.out) / "state.pt").exists():
             raise ValueError(f"{cfg.out} already holds a run: pass --resume, or another --out")
-        if cfg.device:
-            torch.device(cfg.device)  # fails early on a malformed name
+        device = devices.start(cfg.device)
         t0 = time.time()
-        train(cfg, resume=resume)
-        print(f"done in {time.time() - t0:.0f} s; saved to {cfg.out}")
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        sys.exit(f"error: {e}")
+        train(cfg, resume=resume, device=device)
+        if devices.rank_world()[0] == 0:
+            print(f"done in {time.time() - t0:.0f} s; saved to {cfg.out}")
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
+        sys.exit(f"error: {e}" if devices.rank_world()[0] == 0 else 1)  # one message, from rank 0
+    finally:
+        devices.stop()
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 import tasks  # noqa: E402
 from base import VERBS, frame, teacher_forced_exact, teacher_forced_hits  # noqa: E402
 from eval import parse_lengths, positive_int  # noqa: E402
-from model import load_meta  # noqa: E402
+from model import load_checkpoint  # noqa: E402
 from train import EMBEDDED, load_trained  # noqa: E402
 
 
@@ -131,7 +131,7 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as e:
         sys.exit(f"error: {e} (train it: python train.py --task {a.task} --method retuning)")
     base_dir = cfg.ckpt_dir if Path(cfg.ckpt_dir).is_dir() else EMBEDDED
-    base, base_tokenizer = load_meta(base_dir, device=next(tuned.parameters()).device)
+    base, base_tokenizer = load_checkpoint(base_dir, device=next(tuned.parameters()).device)
     base.eval()
     measured = {}
     eval_json = Path(a.runs) / f"eval-{a.task}.json"

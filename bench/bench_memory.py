@@ -20,6 +20,7 @@ model was built, so it includes those too. Re-Tuning's share of the scratchpad's
     python bench/bench_memory.py --out mem.json
 """
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -37,6 +38,7 @@ import torch  # noqa: E402
 
 import base  # noqa: E402
 import tasks  # noqa: E402
+from devices import precision  # noqa: E402
 from lora import apply_lora  # noqa: E402
 from model import ModelArgs, Tokenizer, Transformer, default_device_dtype  # noqa: E402
 from train import EMBEDDED, TrainConfig, build_model, encode_pair, make_batch, pair_loss  # noqa: E402
@@ -126,9 +128,11 @@ def longest_pair(task, method, size, tokenizer, samples):
                key=n_tokens)
 
 
-def train_step(model, optimizer, params, x, y):
+def train_step(model, optimizer, params, x, y, autocast=contextlib.nullcontext):
     """train.py's loop body, in its order (zero_grad comes after the forward there)."""
-    loss = pair_loss(model(x), y)
+    with autocast():
+        logits = model(x)
+    loss = pair_loss(logits, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, TrainConfig.grad_clip)
@@ -143,18 +147,19 @@ def measure_one(a):
     torch.manual_seed(0)
     warm_up_runtime(device)
     empty = memory_now(device)
-    model, tokenizer = build(a, device, dtype)
+    weights_dtype, autocast = precision(not a.lora, device, dtype)  # as train.py: what trains is fp32
+    model, tokenizer = build(a, device, weights_dtype)
     pair = longest_pair(a.task, a.method, a.size, tokenizer, a.samples)
     pad = tokenizer.pad_id if tokenizer.pad_id >= 0 else 0
     x, y = make_batch([encode_pair(tokenizer, pair)] * a.batch_size, pad, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95))
     model.train()
-    train_step(model, optimizer, params, x[:1, :8], y[:1, :8])  # warm-up, short: creates AdamW's state
+    train_step(model, optimizer, params, x[:1, :8], y[:1, :8], autocast)  # warm-up, short: creates AdamW's state
     before = memory_now(device)
     reset = start_peak(device)
     t0 = time.perf_counter()
-    loss = train_step(model, optimizer, params, x, y)
+    loss = train_step(model, optimizer, params, x, y, autocast)
     seconds = time.perf_counter() - t0
     peak = read_peak(device)
     return {"task": a.task, "method": a.method, "size": a.size, "tokens": x.shape[1], "batch": x.shape[0],
@@ -215,7 +220,7 @@ def print_row(rows):
 
 def parse_args():
     p = argparse.ArgumentParser(description="Peak training-step memory per method (the paper's 12-21% claim).")
-    p.add_argument("--ckpt-dir", help="Meta-format weights (default: the embedded tiny LLaMA if present)")
+    p.add_argument("--ckpt-dir", help="LLaMA weights, Meta's or Hugging Face's format (default: the embedded tiny LLaMA if present)")
     p.add_argument("--config", choices=list(CONFIGS), help="a random init of this shape (default: tiny if no checkpoint)")
     p.add_argument("--lora", action="store_true", help="LoRA r=64 on wq,wk,wv,wo (the paper) instead of full")
     p.add_argument("--grad-checkpoint", action="store_true")

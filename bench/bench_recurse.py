@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tasks  # noqa: E402
-from model import Transformer, load_meta  # noqa: E402
+from model import Transformer, load_checkpoint  # noqa: E402
 from recurse import solve_problems  # noqa: E402
 
 
@@ -65,7 +65,7 @@ def load_model(task):
         return model, tokenizer, f"{run.relative_to(ROOT)} (tuned; its own greedy tokens)"
     embedded = ROOT / "assets" / "tiny-llama"
     if (embedded / "params.json").is_file():
-        model, tokenizer = load_meta(embedded)
+        model, tokenizer = load_checkpoint(embedded)
         note = f"{embedded.relative_to(ROOT)}, not tuned on {task}: steered by the gold oracle"
     else:
         from base import TINY, train_tokenizer

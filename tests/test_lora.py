@@ -170,11 +170,34 @@ def test_bad_arguments():
         apply_lora(model)
 
 
-def test_adapters_follow_base_dtype():
+def test_adapters_are_fp32_over_a_bf16_base():
     model = tiny_model().to(torch.bfloat16)
     apply_lora(model, r=4)
     wq = model.layers[0].attention.wq
-    assert wq.lora_A.dtype == wq.lora_B.dtype == torch.bfloat16
+    assert wq.lora_A.dtype == wq.lora_B.dtype == torch.float32 and wq.weight.dtype == torch.bfloat16
+    assert wq(torch.ones(2, 64, dtype=torch.bfloat16)).dtype == torch.bfloat16  # the layer's output: the base's
     assert logits(model).dtype == torch.float32  # the forward pass runs in bf16
     merge_lora(model)
     assert model.layers[0].attention.wq.weight.dtype == torch.bfloat16
+
+
+def test_an_update_bf16_would_round_away_still_changes_the_fp32_adapter():
+    model = tiny_model().to(torch.bfloat16)
+    apply_lora(model, r=4, alpha=4, dropout=0.0)
+    adapters = [p for p in model.parameters() if p.requires_grad]
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("lora_B"):
+                p.fill_(1.0)  # bf16's spacing at 1.0 is 2^-7: a step of 1e-3 rounds back to 1.0
+    x = tokens()
+    nn.functional.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten()).backward()
+    as_bf16 = [p.detach().to(torch.bfloat16).requires_grad_() for p in adapters]
+    for p, q in zip(adapters, as_bf16):
+        q.grad = p.grad.to(torch.bfloat16)
+    before = [p.detach().clone() for p in adapters]
+    torch.optim.AdamW(adapters, lr=1e-3, weight_decay=0.0).step()
+    torch.optim.AdamW(as_bf16, lr=1e-3, weight_decay=0.0).step()
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    b = [i for i, n in enumerate(names) if n.endswith("lora_B")]
+    assert all((adapters[i] - before[i]).abs().max() > 5e-4 for i in b)  # fp32: every B moved by ~lr
+    assert all(torch.equal(as_bf16[i], before[i].to(torch.bfloat16)) for i in b)  # bf16: not at all

@@ -34,7 +34,8 @@ class ScriptedModel(nn.Module):
         # without `real`, the cache only needs some shape: one layer, one head of 8
         self.args = real.args if real else ModelArgs(dim=8, n_layers=1, n_heads=1,
                                                      vocab_size=tokenizer.n_words)
-        self.unused = nn.Parameter(torch.zeros(1))  # the decoder reads dtype/device from a parameter
+        # the decoder reads its cache's dtype and device from the first parameter: the real model's
+        self.unused = nn.Parameter(torch.zeros(1, dtype=next(real.parameters()).dtype if real else None))
         self.history, self.seen = {}, []
 
     def forward(self, tokens, cache=None, rows=None, n_new=None):

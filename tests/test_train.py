@@ -6,6 +6,7 @@ import torch
 
 import tasks
 import train
+from recurse import solve_problems
 from train import TrainConfig, encode_pair, make_batch, pair_loss
 
 
@@ -56,7 +57,7 @@ def test_short_run_lowers_loss(tiny_ckpt, tmp_path):
     model0, tok, _ = train.load_trained(cfg.out)
     batch = [encode_pair(tok, p) for p, _ in zip(tasks.stream("parity", "retuning", (1, 4), seed=99), range(32))]
     x, y = make_batch(batch, 0, "cpu")
-    init, _ = train.load_meta(tiny_ckpt, device="cpu")
+    init, _ = train.load_checkpoint(tiny_ckpt, device="cpu")
     with torch.no_grad():
         losses = [pair_loss(m(x), y).item() for m in (init, model0)]
     assert losses[1] < 0.7 * losses[0], losses
@@ -129,3 +130,43 @@ def test_corrupt_or_mismatched_state_is_refused(tiny_ckpt, tmp_path):
     (tmp_path / "run" / "config.json").write_text(json.dumps({"task": "parity", "bogus": 1}))
     with pytest.raises(ValueError, match="not a train.py config"):
         train.load_trained(cfg.out)
+
+
+def test_bf16_base_with_fp32_adapters_trains_and_decodes_close_to_fp32(tiny_ckpt, tmp_path, project_tokenizer):
+    from test_recurse import oracle_model
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        cfg = cfg_for(tiny_ckpt, tmp_path / dtype, full=False, lora_r=4, lora_dropout=0.0, steps=4, dtype=dtype)
+        train.train(cfg, log=lambda s: None, evaluate=no_eval)
+        state = torch.load(tmp_path / dtype / "state.pt", weights_only=True)
+        assert all(w.dtype == torch.float32 for w in state["weights"].values())  # the adapters
+        model, tok, _ = train.load_trained(cfg.out, dtype=getattr(torch, dtype))
+        steered = oracle_model(tok, "parity", real=model)  # the gold calls, each step's logits kept
+        outcomes = solve_problems(steered, tok, "parity", "retuning", [(1, 0, 1), (0, 1, 1, 1)], batch_size=2)
+        assert all(o.correct for o in outcomes) and sum(o.calls for o in outcomes) == 2 + 3
+        runs[dtype] = state["losses"], model, steered.seen
+    (loss32, model32, seen32), (loss16, model16, seen16) = runs.values()
+    assert model16.layers[0].attention.wq.weight.dtype == torch.bfloat16
+    assert model16.layers[0].attention.wq.lora_B.dtype == torch.float32
+    print(f"losses fp32 {loss32}\nlosses bf16 {loss16}")
+    assert max(abs(a - b) for a, b in zip(loss32, loss16)) < 0.02 * max(loss32)
+    assert [h for h, _ in seen32] == [h for h, _ in seen16] and len(seen32) > 20
+    diff = max((x32 - x16.float()).abs().max().item() for (_, x32), (_, x16) in zip(seen32, seen16))
+    scale = max(x.abs().max().item() for _, x in seen32)
+    print(f"max |logits bf16 - fp32| = {diff:.3f} of max |logits| {scale:.2f}")
+    assert diff < 0.03 * scale
+
+
+def test_full_tuning_under_bf16_autocast_keeps_fp32_weights(tiny_ckpt, tmp_path):
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        train.train(cfg_for(tiny_ckpt, tmp_path / dtype, steps=2, lr=1e-5, warmup=1, dtype=dtype),
+                    log=lambda s: None, evaluate=no_eval)
+        losses[dtype] = torch.load(tmp_path / dtype / "state.pt", weights_only=True)["losses"][0]
+    assert 0 < abs(losses["bfloat16"] - losses["float32"]) < 0.01 * losses["float32"]  # the forward ran in bf16
+    after = torch.load(tmp_path / "bfloat16" / "state.pt", weights_only=True)["weights"]["layers.0.attention.wq.weight"]
+    before = torch.load(tiny_ckpt / "consolidated.00.pth", weights_only=True)["layers.0.attention.wq.weight"]
+    assert after.dtype == torch.float32
+    moved = after != before
+    lost_in_bf16 = moved & (after.bfloat16() == before.bfloat16())  # steps a bf16 weight would not have taken
+    assert moved.float().mean() > 0.9 and lost_in_bf16.float().mean() > 0.5
