@@ -22,7 +22,11 @@ common at the top, from that model with a fresh optimizer (95.8%; long copies, s
     python base.py --from assets/tiny-llama --long-lists --steps 1000 --lr 3e-4 --warmup 50 --seed 1
 
 `--context` (measured, not yet in the committed model; README, "Why Re-Tuning falls short") puts
-half the requests below other lines, as a document has them and as a Re-Tuning answer step is.
+half the requests below other lines, as a document has them and as a Re-Tuning answer step is;
+`--numbers` and `--pairs` (two sequences on a line half the time) make lists of numbers and the
+two-sequence lines of addition's and DP's calls more common. Measured, not committed either:
+
+    python base.py --from assets/tiny-llama --long-lists --context 0.3 --numbers --pairs --steps 3000 --lr 3e-4 --warmup 50 --seed 2
 """
 import argparse
 import random
