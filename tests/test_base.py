@@ -84,6 +84,15 @@ def test_numbers_adds_two_digit_lists_and_signed_sums_and_leaves_the_old_corpus_
     assert re.search(r"\d \+ -\d", text) and "Max of: " in text
 
 
+def test_pairs_puts_two_sequences_on_half_the_lines_and_leaves_the_old_corpus_alone():
+    def lines(**flags):  # the bracketed lists of each list request (sums and digit strings left out)
+        pairs = [p for p, _ in zip(base.generic_stream(5, **flags), range(1500))]
+        return [bracketed(split_request(p.prompt)[1]) for p in pairs if "[" in p.prompt]
+    assert lines() == lines(pairs=False)
+    share = lambda found: sum(len(b) == 2 for b in found) / len(found)  # noqa: E731
+    assert 0.25 < share(lines()) < 0.42 and 0.42 < share(lines(pairs=True)) < 0.58  # 1/3, then 1/2
+
+
 def test_a_leg_from_a_model_continues_it(tmp_path, tiny_ckpt):
     out = tmp_path / "model"
     base.main(["--from", str(tiny_ckpt), "--long-lists", "--steps", "2", "--batch-size", "2",
