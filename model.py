@@ -67,18 +67,20 @@ class RMSNorm(nn.Module):
         return x32.type_as(x) * self.weight
 
 
-def rope_angles(pos, head_dim: int, theta: float):
-    """e^(i * pos * theta^(-2i/D)) for each position, once per forward for every layer."""
+def rope_angles(pos, head_dim: int, theta: float) -> tuple:
+    """cos and sin of each position's angles pos * theta^(-2i/D), once per forward for every layer."""
     # computed on the fly in fp32: a stored buffer would be cast by model.to(bfloat16)
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
     angle = pos.float()[..., None] * inv_freq  # (B, T, D/2)
-    return torch.polar(torch.ones_like(angle), angle)[:, :, None]  # (B, T, 1, D/2) complex
+    return angle.cos()[:, :, None], angle.sin()[:, :, None]  # each (B, T, 1, D/2)
 
 
-def rope(x, rot):
-    """Rotate adjacent pairs (x[2i], x[2i+1]) of each head: as a complex number, times rot."""
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, T, H, D/2) complex
-    return torch.view_as_real(pairs * rot).flatten(-2).type_as(x)  # (B, T, H, D)
+def rope(x, rot: tuple):
+    """Rotate adjacent pairs (x[2i], x[2i+1]) of each head by the angles of rope_angles."""
+    cos, sin = rot
+    x0, x1 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # each (B, T, H, D/2)
+    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    return out.flatten(-2).type_as(x)  # (B, T, H, D)
 
 
 class KVCache:
