@@ -11,7 +11,7 @@ py=${PYTHON:-python}
 # batch: problems decoded together. DP's 100 put a length's problems in one wave (scratchpad at
 # size 8: 42 s against 56 s with 64); parity's and addition's Re-Tuning chains run 30-40 contexts
 # deep, each holding a cache row: at 100, parity's evaluation once ran out of memory; at 64 it
-# peaks at 6.4 GB (recurse.py's cache pool)
+# peaks at 4.3 GB (recurse.py's cache pool; 6.4 GB before it grew a layer at a time)
 case "$task" in
   parity)   lengths=5:40:5; steps=1200; batch=64 ;;
   addition) lengths=5:30:5; steps=1200; batch=64 ;;
