@@ -66,11 +66,11 @@ def main(argv=None):
     print(f"{a.task} Re-Tuning, {a.problems} problems of size {a.length}, {a.batch_size} in flight; "
           f"model: {description}; {torch.get_num_threads()} thread(s); {flop_per_token / 1e6:.2f} MFLOP a token")
     square = [torch.randn(a.matmul, a.matmul) for _ in range(2)]
-    rows = torch.randn(a.batch_size, weights[0].shape[1])  # one token per problem in flight
+    rows = {w.shape[1]: torch.randn(a.batch_size, w.shape[1]) for w in weights}  # one token per problem in flight
 
     def skinny():  # each weight on a batch of rows of its input width
         for w in weights:
-            F.linear(rows if rows.shape[1] == w.shape[1] else torch.randn(a.batch_size, w.shape[1]), w)
+            F.linear(rows[w.shape[1]], w)
 
     timed(model, tokenizer, a.task, problems[:2], 2, False)  # warm-up
     decode, peak, shaped, tokens = [], [], [], None
