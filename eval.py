@@ -132,9 +132,11 @@ def evaluate(cfg: EvalConfig, method: str, bar, device) -> Optional[tuple]:
     rank, world = devices.rank_world()
     # all lengths in one call: a finished problem makes room for the next, whatever its size
     try:
+        # the guards from all the problems, not this rank's share: every rank stops a runaway alike
+        limits = (Limits(max_new_tokens=cfg.max_new_tokens) if cfg.max_new_tokens else
+                  Limits.fitting(tokenizer, cfg.task, method, max(map(len, problems))))
         mine = solve_problems(model, tokenizer, cfg.task, method, problems[rank::world], cfg.batch_size,
-                              Limits(max_new_tokens=cfg.max_new_tokens) if cfg.max_new_tokens else None,
-                              progress=bar.update)
+                              limits, progress=bar.update)
     except CacheBudgetError as e:
         fail(f"error: {method}: {e} (--batch-size {cfg.batch_size})")
     outcomes = devices.gather_interleaved(mine, rank, world)  # rank 0: all, in the problems' order
