@@ -4,11 +4,15 @@ Chapter 6. The paper's figures: train on small problems (train.py), then test ea
 the same problems at sizes inside and far beyond the training range. Every run found in
 out/<task>-<method>/ (a train.py run, or a model exported from one with train.py --export) is
 loaded with train.load_trained and decoded greedily by recurse.py (Re-Tuning recursively, the
-others plainly). The result is a table on screen, a JSON file and, if matplotlib is installed, a
-plot of accuracy against length with the training range shaded. Under torchrun each rank decodes
-every N-th problem and rank 0 gathers them and writes the same files as one process.
+others plainly). The result is a table on screen, a JSON file and a plot of accuracy against
+size with the training range shaded (plots.py); --dump adds every problem's prompt, output and
+answers, one JSON line each, from which anyone can check the accuracy. --plot-only redraws saved
+JSON files without a model: several tasks side by side, or bench/bench_memory.py's memory table.
+Under torchrun each rank decodes every N-th problem and rank 0 gathers them and writes the same
+files as one process.
 
-    python eval.py --task parity --lengths 5:60:5 --samples 100
+    python eval.py --task parity --lengths 5:60:5 --samples 100 --dump out/problems-parity.jsonl
+    python eval.py --plot-only out/eval-parity.json out/eval-addition.json out/eval-dp.json --figure fig.png
 """
 import argparse
 import json
@@ -23,6 +27,7 @@ from tqdm import tqdm
 
 import devices
 import tasks
+from model import atomic_write
 from recurse import CacheBudgetError, Limits, solve_problems
 from train import is_export, load_trained, read_config
 
@@ -40,6 +45,9 @@ class EvalConfig:
     runs: str = "out"  # where train.py wrote out/<task>-<method>/ (runs or exported models)
     out: Optional[str] = None  # default out/eval-<task>.json
     trace: bool = False
+    dump: Optional[str] = None  # a JSONL file: one line per problem and method
+    plot_only: Optional[list] = None  # saved JSON files to draw, with no model
+    figure: Optional[str] = None  # default: the (first) JSON's path with .png
     max_new_tokens: Optional[int] = None  # default: twice the longest gold sequence (Limits.fitting)
     device: Optional[str] = None
 
@@ -81,8 +89,14 @@ def parse_args(argv=None) -> EvalConfig:
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                    help="problems decoded together (memory grows with it)")
     p.add_argument("--runs", default=d.runs, help="folder holding <task>-<method>/ runs or exported models")
-    p.add_argument("--out", help="results JSON (default <runs>/eval-<task>.json); the plot goes beside it")
-    p.add_argument("--trace", action="store_true", help="print one problem's call tree per method")
+    p.add_argument("--out", help="results JSON (default <runs>/eval-<task>.json)")
+    p.add_argument("--trace", action="store_true",
+                   help="print one problem's call tree per method (with --dump: every problem's, in the dump)")
+    p.add_argument("--dump", metavar="PATH", help="write every problem as a JSON line: prompt, output, "
+                   "parsed and true answer, correct, why a guard stopped it")
+    p.add_argument("--plot-only", nargs="+", metavar="JSON", help="load no model, just draw: results JSONs "
+                   "of eval.py (a panel per task), or one JSON of bench/bench_memory.py --out")
+    p.add_argument("--figure", metavar="PNG", help="the figure (default: the first JSON's path with .png)")
     p.add_argument("--max-new-tokens", type=positive_int, default=d.max_new_tokens,
                    help="tokens one context may generate (default: twice the longest gold sequence)")
     p.add_argument("--device", help="cpu, cuda, ... (default: the run's)")
@@ -121,14 +135,13 @@ def fail(message: str):
     sys.exit(message if devices.rank_world()[0] == 0 else 1)
 
 
-def evaluate(cfg: EvalConfig, method: str, bar, device) -> Optional[tuple]:
-    """{length: {"correct", "n"}} of one method, one outcome at the largest length, failure counts.
-    Under torchrun this rank decodes every N-th problem, and only rank 0 gets the answer."""
+def evaluate(cfg: EvalConfig, method: str, problems: list, bar, device) -> Optional[list]:
+    """One method's outcome of every problem, in order. Under torchrun this rank decodes every N-th
+    problem, and only rank 0 gets the answer (None on the others)."""
     try:
         model, tokenizer, _ = load_trained(Path(cfg.runs) / f"{cfg.task}-{method}", device=device)
     except (ValueError, FileNotFoundError, RuntimeError, OSError, ImportError) as e:
         fail(f"error: {e}")
-    problems = [p for n in cfg.lengths for p in tasks.eval_problems(cfg.task, n, cfg.samples, cfg.seed)]
     rank, world = devices.rank_world()
     # all lengths in one call: a finished problem makes room for the next, whatever its size
     try:
@@ -139,15 +152,32 @@ def evaluate(cfg: EvalConfig, method: str, bar, device) -> Optional[tuple]:
                               limits, progress=bar.update)
     except CacheBudgetError as e:
         fail(f"error: {method}: {e} (--batch-size {cfg.batch_size})")
-    outcomes = devices.gather_interleaved(mine, rank, world)  # rank 0: all, in the problems' order
-    if outcomes is None:
-        return None
+    return devices.gather_interleaved(mine, rank, world)  # rank 0: all, in the problems' order
+
+
+def accuracy(sizes: list, outcomes: list) -> dict:
+    """{size: {"correct", "n"}}"""
     results = {}
-    for i, n in enumerate(cfg.lengths):
-        chunk = outcomes[i * cfg.samples:(i + 1) * cfg.samples]
-        results[n] = {"correct": sum(o.correct for o in chunk), "n": len(chunk)}
-    failures = Counter(o.failure.split(":")[0] for o in outcomes if o.failure)  # e.g. "max_depth"
-    return results, outcomes[-cfg.samples], failures
+    for n, o in zip(sizes, outcomes):
+        r = results.setdefault(n, {"correct": 0, "n": 0})
+        r["correct"] += int(o.correct)
+        r["n"] += 1
+    return results
+
+
+def dump_lines(cfg: EvalConfig, method: str, sizes: list, problems: list, outcomes: list) -> list:
+    """One JSON line per problem: enough to re-check every answer, and so the accuracy, from the file alone
+    (correct = no failure and answer == true_answer)."""
+    lines = []
+    for n, problem, o in zip(sizes, problems, outcomes):
+        line = {"task": cfg.task, "method": method, "size": n,
+                "prompt": tasks.inference_prompt(cfg.task, method, problem), "output": o.output,
+                "answer": o.answer, "true_answer": tasks.answer(cfg.task, problem), "correct": o.correct,
+                "failure": o.failure}
+        if cfg.trace:
+            line["trace"] = o.trace
+        lines.append(json.dumps(line))
+    return lines
 
 
 def format_table(results: dict, lengths: list, train_lengths: tuple) -> str:
@@ -162,37 +192,82 @@ def format_table(results: dict, lengths: list, train_lengths: tuple) -> str:
     return "\n".join(lines)
 
 
-def write_results(path: Path, task: str, train_lengths: tuple, results: dict, seed: int):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"task": task, "train_lengths": list(train_lengths), "seed": seed,
+def results_json(task: str, train_lengths: tuple, results: dict, seed: int) -> dict:
+    return {"task": task, "train_lengths": list(train_lengths), "seed": seed,
             "results": {m: {str(n): r for n, r in by_length.items()} for m, by_length in results.items()}}
-    path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def plot(path: Path, task: str, train_lengths: tuple, results: dict) -> bool:
-    """Accuracy against length, one line per method, training range shaded; False without matplotlib."""
+def write_text(path: Path, text: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def draw(figure, path: Path, data, note: str = ""):
+    """A figure of plots.py (which imports matplotlib only then); one clear message if it cannot be drawn."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        import matplotlib
-        matplotlib.use("Agg")  # files only, no window
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.axvspan(train_lengths[0], train_lengths[1], color="0.9", label="training lengths")
-    for method, by_length in results.items():
-        lengths = sorted(by_length)
-        accuracy = [100 * by_length[n]["correct"] / by_length[n]["n"] for n in lengths]
-        ax.plot(lengths, accuracy, "o-", label=method)
-    ax.set(xlabel="problem size", ylabel="accuracy (%)", ylim=(-5, 105), title=task)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+        figure(path, data)
+    except (ImportError, OSError, ValueError) as e:  # ValueError: a format matplotlib does not know
+        fail(f"error: no figure: {e}{note}")
 
+
+# ---- --plot-only: figures from saved JSON files, no model ----
+
+def read_saved(path: Path) -> dict:
+    """A results JSON of eval.py or a JSON of bench_memory.py --out; one clear message if neither."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        fail(f"error: cannot read {path}: {e.strerror}")
+    except ValueError as e:  # not JSON, or not text at all
+        fail(f"error: {path} is not JSON ({e})")
+    if not well_formed(data):
+        fail(f"error: {path} is neither a results JSON of eval.py nor a JSON of bench/bench_memory.py --out")
+    return data
+
+
+def well_formed(data) -> bool:
+    """eval.py's {task, train_lengths, results: {method: {size: {correct, n}}}}, or bench_memory.py's
+    {results: [{task, method, size, step_mb, total_mb, ...}, ...]}."""
+    try:  # reading every value the figures read: a KeyError, TypeError, ... if one is missing or wrong
+        if is_memory(data):
+            rows = [(r["task"], r["method"], int(r["size"]), float(r["step_mb"]), float(r["total_mb"]))
+                    for r in data["results"]]
+            return len(rows) > 0
+        lo, hi = map(int, data["train_lengths"])
+        cells = [(int(n), r["correct"] / r["n"]) for by_size in data["results"].values() for n, r in by_size.items()]
+        return isinstance(data["task"], str) and lo <= hi and len(cells) > 0 and all(data["results"].values())
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError):
+        return False
+
+
+def is_memory(data: dict) -> bool:
+    return isinstance(data["results"], list)  # bench_memory.py's rows; eval.py's are by method
+
+
+def plot_saved(cfg: EvalConfig):
+    """Results JSONs as one figure, a panel per task; or bench_memory.py's table as bars."""
+    import plots  # matplotlib only where figures are drawn
+    saved = [read_saved(Path(path)) for path in cfg.plot_only]
+    figure = Path(cfg.figure or Path(cfg.plot_only[0]).with_suffix(".png"))
+    if any(map(is_memory, saved)):
+        if len(saved) > 1:
+            fail("error: --plot-only takes results JSONs of eval.py, or one JSON of bench_memory.py alone")
+        draw(plots.memory_figure, figure, saved[0])
+    else:
+        names = [data["task"] for data in saved]
+        if len(set(names)) < len(names):
+            fail(f"error: --plot-only takes one results JSON per task (a panel each), got tasks {names}")
+        draw(plots.accuracy_figure, figure, saved)
+    print(f"wrote {figure}")
+
+
+# ---- the evaluation ----
 
 def main(argv=None):
     cfg = parse_args(argv)
+    if cfg.plot_only:
+        return plot_saved(cfg)
     try:
         run(cfg, devices.start(cfg.device))
     finally:
@@ -208,29 +283,40 @@ def run(cfg: EvalConfig, device):
         train_lengths = train_range(cfg, methods)
     except (ValueError, FileNotFoundError) as e:
         fail(f"error: {e}")
-    results = {}
-    mine = len(range(rank, len(cfg.lengths) * cfg.samples, world))  # this rank's problems per method
+    problems = [p for n in cfg.lengths for p in tasks.eval_problems(cfg.task, n, cfg.samples, cfg.seed)]
+    sizes = [n for n in cfg.lengths for _ in range(cfg.samples)]  # each problem's
+    results, dump = {}, []
+    mine = len(range(rank, len(problems), world))  # this rank's problems per method
     bar = tqdm(total=len(methods) * mine, disable=None if rank == 0 else True, desc=f"eval {cfg.task}")
     for method in methods:
         start = time.time()
-        answer = evaluate(cfg, method, bar, device)
-        if answer is None:  # not rank 0: its outcomes went to rank 0
+        outcomes = evaluate(cfg, method, problems, bar, device)
+        if outcomes is None:  # not rank 0: its outcomes went to rank 0
             continue
-        results[method], example, failures = answer
+        results[method] = accuracy(sizes, outcomes)
+        failures = Counter(o.failure.split(":")[0] for o in outcomes if o.failure)  # e.g. "max_depth"
         stopped = ", ".join(f"{reason} {count}" for reason, count in failures.most_common())
         bar.write(f"{method}: {time.time() - start:.1f} s" + (f"; stopped by {stopped}" if stopped else ""))
         if cfg.trace:
+            example = outcomes[-cfg.samples]  # the first problem of the largest size
             bar.write(f"--- {method}, one problem of size {cfg.lengths[-1]} "
                       f"({'right' if example.correct else 'wrong'}):\n{example.trace}\n")
+        if cfg.dump:
+            dump += dump_lines(cfg, method, sizes, problems, outcomes)
     bar.close()
     if rank != 0:
         return
     print(format_table(results, cfg.lengths, train_lengths))
-    out = Path(cfg.out)
-    write_results(out, cfg.task, train_lengths, results, cfg.seed)
-    png = out.with_suffix(".png")
-    drawn = plot(png, cfg.task, train_lengths, results)
-    print(f"wrote {out}" + (f" and {png}" if drawn else " (no plot: matplotlib is not installed)"))
+    out, data = Path(cfg.out), results_json(cfg.task, train_lengths, results, cfg.seed)
+    write_text(out, json.dumps(data, indent=2) + "\n")
+    written = [out]
+    if cfg.dump:
+        written.append(Path(cfg.dump))
+        write_text(written[-1], "".join(line + "\n" for line in dump))
+    import plots  # matplotlib only where figures are drawn
+    figure = Path(cfg.figure or out.with_suffix(".png"))
+    draw(plots.accuracy_figure, figure, [data], note=f" (written: {', '.join(map(str, written))})")
+    print(f"wrote {', '.join(map(str, written + [figure]))}")
     print(f"wall time {time.time() - t0:.1f} s")
 
 

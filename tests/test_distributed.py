@@ -1,6 +1,6 @@
 """torchrun with 2 processes on the CPU (gloo): training matches one process with the same global
 batch at every step, a run stopped and resumed under torchrun ends as an uninterrupted one, and
-distributed evaluation writes the same JSON as one process."""
+distributed evaluation writes the same JSON and dump as one process."""
 import json
 import os
 import re
@@ -77,10 +77,11 @@ def test_two_processes_evaluate_as_one(tiny_ckpt, tmp_path, capsys):
     argv = ["--runs", str(tmp_path / "runs"), "--lengths", "2,4,7", "--samples", "7", "--batch-size", "3",
             "--max-new-tokens", "8", "--trace"]
     capsys.readouterr()
-    evaluation.main(argv + ["--out", str(tmp_path / "one.json")])
+    evaluation.main(argv + ["--out", str(tmp_path / "one.json"), "--dump", str(tmp_path / "one.jsonl")])
     one_out = capsys.readouterr().out
-    two_out = torchrun("eval.py", argv + ["--out", str(tmp_path / "two.json")])
+    two_out = torchrun("eval.py", argv + ["--out", str(tmp_path / "two.json"), "--dump", str(tmp_path / "two.jsonl")])
     one, two = (tmp_path / "one.json").read_bytes(), (tmp_path / "two.json").read_bytes()
+    assert (tmp_path / "one.jsonl").read_bytes() == (tmp_path / "two.jsonl").read_bytes()  # rank 0 wrote all
     # the screen too: table, traced problem, guards' counts; not the timings or the file's name
     screen = lambda out: re.sub(r"[\d.]+ s\b|wrote .*", "", out)  # noqa: E731
     print(f"eval JSON, 1 process vs 2: {len(one)} bytes, identical: {one == two}\n{screen(one_out)}")
