@@ -18,6 +18,7 @@ model was built, so it includes those too. Re-Tuning's share of the scratchpad's
     python bench/bench_memory.py                            # embedded tiny LLaMA, or a random twin
     python bench/bench_memory.py --config medium --lora     # dim 1024, 8 layers (slow on a CPU)
     python bench/bench_memory.py --out mem.json
+    python eval.py --plot-only mem.json --figure mem.png      # the memory table as grouped bars
 """
 import argparse
 import contextlib
