@@ -11,6 +11,7 @@ seeded training streams. Try: `python tasks.py parity --method retuning --length
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import re
@@ -494,15 +495,27 @@ def oracle(task: str, context: str, method: str = "retuning") -> str:
 
 
 # ---------------------------------------------------------------- data sets
-def eval_problems(task: str, length: int, n: int, seed: int = 0) -> list:
-    """The same n problems for every method (the seed leaves the method out)."""
+def eval_problems(task: str, length: int, n: int, seed: int = 0, exclude=()) -> list:
+    """The same n problems for every method (the seed leaves the method out), none in `exclude`
+    (a training pool): those are redrawn, so fewer than n only if the size has few others."""
     rng = random.Random(f"eval/{task}/{length}/{seed}")
-    return [sample(task, rng, length) for _ in range(n)]
+    draws = (sample(task, rng, length) for _ in range(100 * n))  # lazy: without `exclude`, n draws
+    return list(itertools.islice((p for p in draws if p not in exclude), n))
 
 
 def context_size(task: str, pair: Pair) -> int:
     """The size of the (sub)problem whose context a Re-Tuning pair belongs to."""
     return len(parse_prompt(task, pair.segments[0].removesuffix(SOLUTION)))
+
+
+def _train_range(task: str, lengths: tuple[int, int] | None) -> tuple[int, int]:
+    _task(task)  # a clear error for an unknown task
+    lo, hi = lengths or TRAIN_LENGTHS[task]
+    for size in (lo, hi):
+        _check_size(size)
+    if lo > hi:
+        raise ValueError(f"empty range of lengths {lo}..{hi}")
+    return lo, hi
 
 
 def stream(task: str, method: str, lengths: tuple[int, int] | None = None,
@@ -513,12 +526,7 @@ def stream(task: str, method: str, lengths: tuple[int, int] | None = None,
     size-max(k, lo) problem's trajectory, so every context size is equally represented.
     """
     _check_method(method)
-    _task(task)  # a clear error for an unknown task
-    lo, hi = lengths or TRAIN_LENGTHS[task]
-    for size in (lo, hi):
-        _check_size(size)
-    if lo > hi:
-        raise ValueError(f"empty range of lengths {lo}..{hi}")
+    lo, hi = _train_range(task, lengths)
     rng = random.Random(f"stream/{task}/{method}/{seed}")
     while True:
         if method != "retuning":
@@ -527,6 +535,35 @@ def stream(task: str, method: str, lengths: tuple[int, int] | None = None,
         size = rng.randint(1, hi)
         trajectory = retuning(task, sample(task, rng, max(size, lo)))
         yield rng.choice([pair for pair in trajectory if context_size(task, pair) == size])
+
+
+def problem_pool(task: str, n: int, lengths: tuple[int, int] | None = None, seed: int = 0) -> list:
+    """n distinct training problems, sizes uniform in lengths: a fixed training set. The seed
+    leaves the method out, so every method learns from the same problems, and a pool of n is
+    the first n of any larger one. A repeat is redrawn at a random size, so a size with few
+    problems (parity's shortest lists) has fewer than its share, and the others make up the rest."""
+    lo, hi = _train_range(task, lengths)
+    if n < 1:
+        raise ValueError(f"a pool needs at least 1 problem, got {n}")
+    rng = random.Random(f"pool/{task}/{lo}/{hi}/{seed}")
+    pool: dict = {}  # a dict keeps the order of drawing
+    for _ in range(100 * n + 1000):
+        pool.setdefault(sample(task, rng, rng.randint(lo, hi)), None)
+        if len(pool) == n:
+            return list(pool)
+    raise ValueError(f"{task} sizes {lo}..{hi} gave only {len(pool)} distinct problems, not {n}")
+
+
+def pool_stream(task: str, method: str, problems: list, seed: int = 0, start: int = 0) -> Iterator[Pair]:
+    """Endless training pairs of a fixed set of problems, from the start-th pair on: every pair
+    of every problem (Re-Tuning: each step of every context of its trajectory, as the paper
+    trains) once a pass, in a fresh seeded order each pass. Unlike `stream`, small Re-Tuning
+    contexts come more often than large ones: every problem has them."""
+    all_pairs = [pair for problem in problems for pair in pairs(task, method, problem)]
+    passes, skip = divmod(start, len(all_pairs))
+    for k in itertools.count(passes):
+        yield from random.Random(f"pass/{seed}/{k}").sample(all_pairs, len(all_pairs))[skip:]
+        skip = 0
 
 
 def longest_sequence(task: str, method: str, size: int, count_tokens: Callable[[str], int] = len,

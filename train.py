@@ -11,6 +11,9 @@ back, and `--export DIR --format meta|hf` turns one into a standalone model, LoR
 `torchrun --nproc_per_node N train.py ...` trains data-parallel (DistributedDataParallel): every
 rank draws the same batches and takes its contiguous share of each, so the run sees exactly the
 data of one process with the same --batch-size; rank 0 alone prints and writes checkpoints.
+
+`--problems N` learns from a fixed pool of N problems, cycled, instead of a fresh problem for every
+pair: the paper's sample efficiency (bench/sweep_problems.py sweeps N).
 """
 import argparse
 import json
@@ -73,6 +76,7 @@ class TrainConfig:
     device: Optional[str] = None
     dtype: Optional[str] = None  # the frozen base's (LoRA) or the forward's (full); default bfloat16 on CUDA
     seed: int = 0
+    problems: Optional[int] = None  # learn from a fixed pool of this many distinct problems; None: fresh ones
 
     def resolve(self, own_data=False):
         """Fill in the defaults that depend on other settings (own_data: base.py's corpus)."""
@@ -93,10 +97,15 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_every", "save_every", "lora_r"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.problems is not None and self.problems < 1:
+            raise ValueError("--problems must be at least 1")
         return self
 
 
 # ---- data: pairs -> token ids -> length-grouped batches ----
+
+LENGTH_POOL = 16  # batches drawn together and sorted by length
+
 
 def encode_pair(tokenizer, pair):
     """Prompt tokens segment by segment, exactly as the decoder builds a context; then target + EOS."""
@@ -116,7 +125,7 @@ def make_batch(encoded, pad_id, device):
     return x.to(device), y.to(device)
 
 
-def batches(pairs_stream, tokenizer, batch_size, seed, start_step=0, pool=16):
+def batches(pairs_stream, tokenizer, batch_size, seed, start_step=0, pool=LENGTH_POOL):
     """Yield (step, batch) forever. Pools of `pool` batches are sorted by length so a batch pads
     little, then shuffled; pool k depends only on (seed, k), so a resumed run sees the same data."""
     k = start_step // pool
@@ -130,6 +139,17 @@ def batches(pairs_stream, tokenizer, batch_size, seed, start_step=0, pool=16):
             if k * pool + j >= start_step:
                 yield k * pool + j, chunk
         k += 1
+
+
+def training_pairs(cfg, start_step=0):
+    """`batches`'s stream(seed): fresh problems for each pool of batches, or with --problems one
+    endless stream of the fixed pool's pairs, begun where the pool of batches of start_step begins."""
+    if not cfg.problems:
+        return lambda seed: tasks.stream(cfg.task, cfg.method, cfg.lengths, seed=seed)
+    problems = tasks.problem_pool(cfg.task, cfg.problems, cfg.lengths, cfg.seed)
+    start = start_step // LENGTH_POOL * LENGTH_POOL * cfg.batch_size
+    pairs = tasks.pool_stream(cfg.task, cfg.method, problems, cfg.seed, start)
+    return lambda seed: pairs  # every pool of batches takes the next pairs of the same stream
 
 
 def pair_loss(logits, y):
@@ -241,15 +261,17 @@ def export_run(out, dest, fmt: str):
 # ---- the loop ----
 
 def held_out_accuracy(model, tokenizer, cfg, seed=12345):
-    """Exact match on fresh problems at sizes inside the training range, decoded as at test time."""
+    """Exact match on fresh problems at sizes inside the training range, decoded as at test time;
+    with --problems, none of the pool's (drawn by another seed, they would coincide on small sizes)."""
     lo, hi = cfg.lengths
     sizes = sorted({lo, (lo + hi) // 2, hi})
-    problems = [p for n in sizes for p in tasks.eval_problems(cfg.task, n, cfg.eval_samples, seed)]
+    pool = set(tasks.problem_pool(cfg.task, cfg.problems, cfg.lengths, cfg.seed)) if cfg.problems else ()
+    problems = [p for n in sizes for p in tasks.eval_problems(cfg.task, n, cfg.eval_samples, seed, pool)]
     was_training = model.training
     model.eval()
     outcomes = solve_problems(model, tokenizer, cfg.task, cfg.method, problems)
     model.train(was_training)
-    return sum(o.correct for o in outcomes) / len(outcomes)
+    return sum(o.correct for o in outcomes) / len(outcomes) if outcomes else float("nan")  # the pool has them all
 
 
 def train(cfg: TrainConfig, resume=False, log=print, stream=None, evaluate=held_out_accuracy, device=None):
@@ -272,8 +294,9 @@ def train(cfg: TrainConfig, resume=False, log=print, stream=None, evaluate=held_
     start, losses = 0, []
     if resume:
         saved = read_config(cfg.out)
-        if (saved.task, saved.method, saved.full, saved.ckpt_dir) != (cfg.task, cfg.method, cfg.full, cfg.ckpt_dir):
-            raise ValueError(f"{cfg.out}: --resume with a different task/method/model than the saved run")
+        if (saved.task, saved.method, saved.full, saved.ckpt_dir, saved.problems) != (
+                cfg.task, cfg.method, cfg.full, cfg.ckpt_dir, cfg.problems):
+            raise ValueError(f"{cfg.out}: --resume with a different task/method/model/--problems than the saved run")
         state = read_state(cfg.out)
         load_weights(model, state["weights"], Path(cfg.out) / "state.pt")
         optimizer.load_state_dict(state["optimizer"])
@@ -283,7 +306,7 @@ def train(cfg: TrainConfig, resume=False, log=print, stream=None, evaluate=held_
         start, losses = state["step"], state.get("losses", [])[:state["step"]]
         log(f"resumed {cfg.out} at step {start}")
     net = devices.data_parallel(model, device)
-    stream = stream or (lambda s: tasks.stream(cfg.task, cfg.method, cfg.lengths, seed=s))
+    stream = stream or training_pairs(cfg, start)
     model.train()
     bar = tqdm(total=cfg.steps, initial=start, disable=None if rank == 0 else True, desc=f"{cfg.task}-{cfg.method}")
     tokens_seen, t0, loss_value = 0, time.time(), float("nan")
@@ -338,6 +361,8 @@ def parse_args(argv=None) -> tuple:
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     for name in ("lora_alpha", "lora_dropout", "lr", "weight_decay", "grad_clip"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    p.add_argument("--problems", type=int, metavar="N",
+                   help="learn from a fixed pool of N distinct problems, cycled (default: fresh ones)")
     p.add_argument("--lora-targets", default=",".join(d.lora_targets), help="e.g. wq,wk,wv,wo,w1,w2,w3")
     p.add_argument("--grad-checkpoint", action="store_true")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present; one GPU per rank under torchrun)")

@@ -1,5 +1,9 @@
-"""train.py: batches, loss masking, a short run that learns, exact resume, and bad input."""
+"""train.py: batches, loss masking, a short run that learns, exact resume, a fixed pool of
+problems (--problems), and bad input."""
+import hashlib
+import itertools
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -63,8 +67,9 @@ def test_short_run_lowers_loss(tiny_ckpt, tmp_path):
     assert losses[1] < 0.7 * losses[0], losses
 
 
-def test_interrupted_run_resumes_exactly(tiny_ckpt, tmp_path):
-    whole = cfg_for(tiny_ckpt, tmp_path / "whole")
+@pytest.mark.parametrize("problems", [None, 5])
+def test_interrupted_run_resumes_exactly(tiny_ckpt, tmp_path, problems):
+    whole = cfg_for(tiny_ckpt, tmp_path / "whole", problems=problems)
     train.train(whole, log=lambda s: None, evaluate=no_eval)
     calls = []
 
@@ -74,17 +79,83 @@ def test_interrupted_run_resumes_exactly(tiny_ckpt, tmp_path):
             raise KeyboardInterrupt
         return 0.0
 
-    part = cfg_for(tiny_ckpt, tmp_path / "part", eval_every=4)
+    part = cfg_for(tiny_ckpt, tmp_path / "part", eval_every=4, problems=problems)
     with pytest.raises(KeyboardInterrupt):
         train.train(part, log=lambda s: None, evaluate=interrupt_at_8)
     assert torch.load(tmp_path / "part" / "state.pt", weights_only=True)["step"] == 8
-    resumed = cfg_for(tiny_ckpt, tmp_path / "part")
+    assert json.loads((tmp_path / "part" / "config.json").read_text())["problems"] == problems
+    with pytest.raises(ValueError, match="different task/method/model/--problems"):
+        train.train(cfg_for(tiny_ckpt, tmp_path / "part", problems=(problems or 0) + 1), resume=True)
+    resumed = cfg_for(tiny_ckpt, tmp_path / "part", problems=problems)
     train.train(resumed, resume=True, log=lambda s: None, evaluate=no_eval)
     a = torch.load(tmp_path / "whole" / "state.pt", weights_only=True)
     b = torch.load(tmp_path / "part" / "state.pt", weights_only=True)
     assert a["step"] == b["step"] == 12
     for name in a["weights"]:
         assert torch.equal(a["weights"][name], b["weights"][name]), name
+
+
+# The first 64 pairs of tasks.stream(task, method, seed=3), as on main before --problems (25349b7).
+STREAM_DIGESTS = {
+    ("addition", "baseline"): "b2949c481109e27c", ("addition", "scratchpad"): "1edd13a8572f4b00",
+    ("addition", "retuning"): "271491f048952840", ("parity", "baseline"): "89e352c544b9915d",
+    ("parity", "scratchpad"): "816530874325dbe2", ("parity", "retuning"): "28b729ec40830fb2",
+    ("dp", "baseline"): "6ec3beea4db5895a", ("dp", "scratchpad"): "04ad07975e119bb3",
+    ("dp", "retuning"): "193e05784b7f6de7",
+}
+
+
+def test_without_problems_the_data_are_as_before():
+    for (task, method), digest in STREAM_DIGESTS.items():
+        cfg = TrainConfig(task=task, method=method).resolve()
+        h = hashlib.sha256()
+        for pair in itertools.islice(train.training_pairs(cfg)(3), 64):
+            h.update(repr((pair.segments, pair.target)).encode())
+        assert h.hexdigest()[:16] == digest, (task, method)
+
+
+def test_a_pool_is_n_distinct_problems_the_same_for_every_method():
+    pool = tasks.problem_pool("parity", 300, (1, 21), seed=3)
+    assert len(set(pool)) == 300 and all(1 <= len(p) <= 21 for p in pool)
+    assert pool == tasks.problem_pool("parity", 300, (1, 21), seed=3)
+    assert pool != tasks.problem_pool("parity", 300, (1, 21), seed=4)
+    assert tasks.problem_pool("parity", 40, (1, 21), seed=3) == pool[:40]  # a larger pool extends it
+    every_bit_string = {p for n in range(1, 5) for p in itertools.product((0, 1), repeat=n)}
+    assert set(tasks.problem_pool("parity", 30, (1, 4))) == every_bit_string  # all 30 of sizes 1-4
+    with pytest.raises(ValueError, match="only 2 distinct"):
+        tasks.problem_pool("parity", 3, (1, 1))
+    for method in tasks.METHODS:  # each pass: every pair of every pool problem once, then reshuffled
+        cfg = TrainConfig(task="parity", method=method, problems=12, lengths=(1, 6), seed=3)
+        problems = tasks.problem_pool("parity", 12, (1, 6), seed=3)
+        every = [pair for p in problems for pair in tasks.pairs("parity", method, p)]
+        assert len(every) == 12 if method != "retuning" else len(every) > 12  # a pair per step of every context
+        stream = train.training_pairs(cfg)(0)
+        first, second = (list(itertools.islice(stream, len(every))) for _ in range(2))
+        assert Counter(first) == Counter(second) == Counter(every) and first != second
+        assert train.training_pairs(cfg)(99) is not stream  # a fresh stream for each run...
+        assert next(train.training_pairs(cfg)(99)) == first[0]  # ...of the same pairs in the same order
+
+
+def test_a_resumed_pool_run_sees_the_same_batches(project_tokenizer):
+    cfg = TrainConfig(task="addition", method="retuning", problems=10, lengths=(1, 4), batch_size=4, seed=1)
+    whole = train.batches(train.training_pairs(cfg), project_tokenizer, 4, cfg.seed)
+    wanted = [chunk for step, chunk in itertools.islice(whole, 40) if step >= 36]
+    resumed = train.batches(train.training_pairs(cfg, 36), project_tokenizer, 4, cfg.seed, start_step=36)
+    assert [chunk for _, chunk in itertools.islice(resumed, 4)] == wanted
+
+
+def test_held_out_problems_are_not_in_the_pool(monkeypatch):
+    decoded = []
+    monkeypatch.setattr(train, "solve_problems", lambda m, t, task, method, problems: decoded.extend(problems) or [])
+    cfg = TrainConfig(task="dp", method="baseline", problems=400, lengths=(2, 5), eval_samples=20)
+    pool = set(tasks.problem_pool("dp", 400, (2, 5), seed=0))
+    assert pool & set(tasks.eval_problems("dp", 2, 20, 12345))  # size 2 has 121 problems: a pool holds most
+    train.held_out_accuracy(torch.nn.Linear(1, 1), None, cfg)
+    assert decoded and not pool & set(decoded)
+    assert Counter(len(p) for p in decoded) == {2: 20, 3: 20, 5: 20}
+    decoded.clear()
+    train.held_out_accuracy(torch.nn.Linear(1, 1), None, TrainConfig(task="dp", lengths=(2, 5), eval_samples=20))
+    assert decoded == [p for n in (2, 3, 5) for p in tasks.eval_problems("dp", n, 20, 12345)]  # as before
 
 
 def test_lora_run_saves_only_adapters(tiny_ckpt, tmp_path):
@@ -102,6 +173,7 @@ def test_lora_run_saves_only_adapters(tiny_ckpt, tmp_path):
     (["--lengths", "9:3"], "LO <= HI"),
     (["--lengths", "x"], "LO:HI"),
     (["--steps", "many"], "invalid int"),
+    (["--problems", "some"], "invalid int"),
 ])
 def test_bad_flags(argv, message, capsys):
     with pytest.raises(SystemExit):
@@ -116,6 +188,9 @@ def test_bad_paths_give_one_clear_message(tmp_path, tiny_ckpt):
         train.main(["--ckpt-dir", str(tiny_ckpt), "--out", str(tmp_path / "o2"), "--resume", "--full"])
     with pytest.raises(SystemExit, match="--steps must be at least 1"):
         train.main(["--ckpt-dir", str(tiny_ckpt), "--out", str(tmp_path / "o3"), "--steps", "0"])
+    with pytest.raises(SystemExit, match="--problems must be at least 1"):
+        train.main(["--ckpt-dir", str(tiny_ckpt), "--out", str(tmp_path / "o4"), "--problems", "0"])
+    assert train.parse_args(["--problems", "64"])[0].problems == 64
 
 
 def test_corrupt_or_mismatched_state_is_refused(tiny_ckpt, tmp_path):
