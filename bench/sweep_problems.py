@@ -174,19 +174,21 @@ def plot(path: Path, cfg: SweepConfig, results: dict) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
+    import plots
     lo, hi = tasks.TRAIN_LENGTHS[cfg.task]
     fig, axes = plt.subplots(1, len(cfg.lengths), figsize=(3 * len(cfg.lengths) + 1, 3.4), sharey=True,
                              squeeze=False)
     for ax, length in zip(axes[0], cfg.lengths):
         for method in cfg.methods:
             cells = [results[n][method][length] for n in cfg.problems]
-            ax.plot(cfg.problems, [100 * c["correct"] / max(1, c["n"]) for c in cells], "o-", label=method)
+            ax.plot(cfg.problems, [100 * c["correct"] / max(1, c["n"]) for c in cells], "o-",
+                    color=plots.COLORS.get(method), label=plots.NAMES.get(method, method))  # as eval.py's
         ax.set_xscale("log", base=2)
         ax.set_xticks(cfg.problems, [str(n) for n in cfg.problems])
         ax.set(title=f"size {length}" + (" (trained)" if lo <= length <= hi else " (beyond)"),
                xlabel="training problems", ylim=(-5, 105))
     axes[0][0].set_ylabel("accuracy (%)")
-    axes[0][0].legend()
+    axes[0][0].legend(loc="lower right")
     fig.suptitle(f"{cfg.task}: {cfg.steps} steps on a pool of N problems (sizes {lo}-{hi})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
