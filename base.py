@@ -7,7 +7,7 @@ pretraining teaches a tiny LLaMA generic skills on sequences of every length up 
 evaluated: copy a line, drop the first item of each list or number in it, take its first or last
 item, prepend an item, and small sums. Each request comes in varied wordings, the instruction
 before the line or after it, because a skill learned under one wording did not carry over to
-a task's new wording at lengths beyond the task's training (measured, see the README). None of
+a task's new wording at lengths beyond the task's training (measured, see docs/RESULTS.md). None of
 it is a task's answer; all three methods are then tuned from this same base exactly as from
 Meta's weights. The result is saved in Meta's format in assets/tiny-llama (committed, so users
 need not rebuild it):
@@ -17,16 +17,19 @@ need not rebuild it):
 How the committed model was made, in legs: 5,800 steps on the first corpus (copy skills only,
 one wording each; held-out exact match 26% at step 1,000, 97% at 5,800), resumed to step 10,000
 on this corpus (varied wordings and sums, 88%), then 1,000 steps more with long lists twice as
-common at the top, from that model with a fresh optimizer (95.8%; long copies, see the README):
+common at the top, from that model with a fresh optimizer (95.8%; long copies, see docs/RESULTS.md):
 
     python base.py --from assets/tiny-llama --long-lists --steps 1000 --lr 3e-4 --warmup 50 --seed 1
 
-`--context` (measured, not yet in the committed model; README, "Why Re-Tuning falls short") puts
+`--context` (measured, not yet in the committed model; docs/RESULTS.md, "Why Re-Tuning falls short") puts
 half the requests below other lines, as a document has them and as a Re-Tuning answer step is;
 `--numbers` and `--pairs` (two sequences on a line half the time) make lists of numbers and the
 two-sequence lines of addition's and DP's calls more common. Measured, not committed either:
 
     python base.py --from assets/tiny-llama --long-lists --context 0.3 --numbers --pairs --steps 3000 --lr 3e-4 --warmup 50 --seed 2
+    python base.py --from THAT --long-lists --context 0.3 --numbers --pairs --steps 4000 --lr 1.5e-4 --warmup 50 --seed 3
+
+(docs/RESULTS.md, section 4: both help addition past 15 digits and cost parity past 30 bits.)
 """
 import argparse
 import random

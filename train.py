@@ -41,7 +41,7 @@ EXPORTED_CONFIG = "train_config.json"  # beside an exported model: the config of
 # Full fine-tuning of the tiny model, per task and method: of the rates tried, the one with the
 # best held-out exact match inside the training range at the end of tuning (60 problems), the
 # smaller on a tie, since a smaller step keeps more of the base's copying, which Re-Tuning's calls
-# need past the tuned lengths (README, "Why Re-Tuning falls short"). Held-out at each rate tried:
+# need past the tuned lengths (docs/RESULTS.md, "Why Re-Tuning falls short"). Held-out at each rate tried:
 # parity baseline 73/82/77% at 5e-5/1e-4/5e-4, scratchpad 82/93/93%, Re-Tuning 98/100/100% at
 # 2e-5/5e-5/1e-4; addition Re-Tuning 48/92% at 2e-4/5e-4 (its baseline and scratchpad: 5e-4 only).
 # DP, 400 steps: baseline 95/90/90% at 5e-4/1e-3/2e-3; scratchpad 38/88% at 5e-4/2e-3; Re-Tuning
