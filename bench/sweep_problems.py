@@ -188,9 +188,9 @@ def plot(path: Path, cfg: SweepConfig, results: dict) -> bool:
         ax.set(title=f"size {length}" + (" (trained)" if lo <= length <= hi else " (beyond)"),
                xlabel="training problems", ylim=(-5, 105))
     axes[0][0].set_ylabel("accuracy (%)")
-    axes[0][0].legend(loc="lower right")
     fig.suptitle(f"{cfg.task}: {cfg.steps} steps on a pool of N problems (sizes {lo}-{hi})")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))  # room for the legend below, where no data is
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncols=len(cfg.methods), frameon=False)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
