@@ -67,20 +67,18 @@ class RMSNorm(nn.Module):
         return x32.type_as(x) * self.weight
 
 
-def rope_angles(pos, head_dim: int, theta: float) -> tuple:
-    """cos and sin of each position's angles pos * theta^(-2i/D), once per forward for every layer."""
-    # computed on the fly in fp32: a stored buffer would be cast by model.to(bfloat16)
+def rope_angles(pos, head_dim: int, theta: float):
+    """e^(i * pos * theta^(-2i/D)) for each position, as complex numbers, once per forward for every layer."""
+    # computed on the fly in fp32: a stored buffer would lose its imaginary part to model.to(bfloat16)
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
     angle = pos.float()[..., None] * inv_freq  # (B, T, D/2)
-    return angle.cos()[:, :, None], angle.sin()[:, :, None]  # each (B, T, 1, D/2)
+    return torch.complex(angle.cos(), angle.sin())[:, :, None]  # (B, T, 1, D/2)
 
 
-def rope(x, rot: tuple):
-    """Rotate adjacent pairs (x[2i], x[2i+1]) of each head by the angles of rope_angles."""
-    cos, sin = rot
-    x0, x1 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # each (B, T, H, D/2)
-    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
-    return out.flatten(-2).type_as(x)  # (B, T, H, D)
+def rope(x, rot):
+    """Rotate adjacent pairs (x[2i], x[2i+1]) of each head, read as complex numbers, by rope_angles."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, T, H, D/2)
+    return torch.view_as_real(pairs * rot).flatten(-2).type_as(x)  # (B, T, H, D): one complex multiply
 
 
 class KVCache:
@@ -126,8 +124,9 @@ class Attention(nn.Module):
             S = mask.shape[-1]
             if span is not None:  # consecutive rows: read in place, no copy
                 k, v = cache_k[span, :, :S].type_as(q), cache_v[span, :, :S].type_as(q)  # (B, Hkv, S, D)
-            else:  # index_select copies whole rows: about twice as fast on a CPU as cache_k[rows, :, :S]
-                k, v = (c[:, :, :S].index_select(0, rows).type_as(q) for c in (cache_k, cache_v))
+            else:  # gather rows, each head's S slots one contiguous run: the fastest copy on a CPU
+                k, v = (c.flatten(2)[:, :, :S * self.head_dim].index_select(0, rows)
+                        .view(B, self.n_kv_heads, S, self.head_dim).type_as(q) for c in (cache_k, cache_v))
             causal = False
         q = q.transpose(1, 2)  # (B, H, T, D)
         out = F.scaled_dot_product_attention(
