@@ -41,7 +41,7 @@ import sentencepiece as spm
 import torch
 
 import tasks
-from model import ModelArgs, Tokenizer, Transformer, save_meta
+from model import ModelArgs, Tokenizer, Transformer, load_meta, save_meta
 from train import EMBEDDED, TrainConfig, encode_pair, load_trained, make_batch, train
 
 TINY = ModelArgs(dim=192, n_layers=4, n_heads=6, n_kv_heads=3, vocab_size=-1, multiple_of=64,
@@ -219,6 +219,26 @@ def generic_accuracy(model, tokenizer, cfg, n=96):
     return teacher_forced_exact(model, tokenizer, [p for p, _ in zip(generic_stream(777), range(n))])
 
 
+def grow(src, dst: Path, every: int):
+    """Block expansion (as LLaMA Pro): after every `every` blocks, a copy of the block before it with its
+    output projections (attention.wo, feed_forward.w2) zeroed. A block adds its output to the residual
+    stream, so the grown model computes exactly what the old one did; training goes on from there."""
+    model, tokenizer = load_meta(src, device="cpu", dtype=torch.float32)
+    blocks = []
+    for i, block in enumerate(model.layers):
+        blocks.append(block.state_dict())
+        if (i + 1) % every == 0:
+            copy = {k: torch.zeros_like(v) if k in ("attention.wo.weight", "feed_forward.w2.weight") else v.clone()
+                    for k, v in block.state_dict().items()}
+            blocks.append(copy)
+    grown = Transformer(replace(model.args, n_layers=len(blocks)))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("layers.")}
+    state.update({f"layers.{i}.{k}": v for i, block in enumerate(blocks) for k, v in block.items()})
+    grown.load_state_dict(state)
+    save_meta(grown, tokenizer, dst)
+    return grown
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Build the embedded tiny LLaMA (tokenizer + generic pretraining).")
     p.add_argument("--out", default=str(EMBEDDED), help="where the Meta-format model goes")
@@ -231,6 +251,8 @@ def main(argv=None):
     p.add_argument("--resume", action="store_true")
     p.add_argument("--from", dest="start", help="continue this Meta-format model (fresh optimizer) "
                    "instead of starting from a random one")
+    p.add_argument("--grow", type=int, metavar="N", help="with --from: first add a block after every N "
+                   "blocks, a copy of the block before that starts as the identity (grow)")
     p.add_argument("--long-lists", action="store_true", help="item counts as the larger of two draws")
     p.add_argument("--context", type=float, nargs="?", const=0.5, default=0.0,
                    help="this share of the line requests (not sums) below 1-3 other lines (0.5 if no share is given)")
@@ -239,6 +261,11 @@ def main(argv=None):
     a = p.parse_args(argv)
     work = Path(a.work)
     init_dir = Path(a.start) if a.start else work / "init"
+    if a.grow and not (a.start and not a.resume):
+        p.error("--grow needs --from (and starts a run: not with --resume)")
+    if a.grow:
+        init_dir = work / "grown"
+        print(f"grown to {grow(a.start, init_dir, a.grow).args.n_layers} layers: {init_dir}")
     if not (a.resume or a.start):  # the random initial model, in Meta's format, is what train.py tunes
         torch.manual_seed(a.seed)
         tokenizer = train_tokenizer(init_dir, seed=a.seed)

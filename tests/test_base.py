@@ -123,3 +123,18 @@ def test_embedded_model_loads_and_fits():
     ids = tokenizer.encode(tasks.inference_prompt("parity", "retuning", (1, 0, 1)))
     with torch.no_grad():
         assert model(torch.tensor([ids])).shape == (1, len(ids), tokenizer.n_words)
+
+
+def test_grow_adds_blocks_that_start_as_the_identity(tmp_path, tiny_ckpt):
+    grown = base.grow(tiny_ckpt, tmp_path / "grown", every=1)
+    small, tokenizer = load_meta(tiny_ckpt, device="cpu")
+    again, _ = load_meta(tmp_path / "grown", device="cpu")  # saved in Meta's format
+    assert grown.args.n_layers == again.args.n_layers == 2 * small.args.n_layers
+    x = torch.tensor([tokenizer.encode("Copy: [1, 0, 1]\nOut: ", bos=True)])
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), small(x), atol=0, rtol=0)  # zeroed outputs add nothing
+    new = again.layers[1]
+    assert torch.equal(new.attention.wq.weight, small.layers[0].attention.wq.weight)
+    assert not new.attention.wo.weight.any() and not new.feed_forward.w2.weight.any()
+    with pytest.raises(SystemExit):
+        base.main(["--grow", "2", "--steps", "1"])  # --grow needs --from
