@@ -30,6 +30,10 @@ two-sequence lines of addition's and DP's calls more common. Measured, not commi
     python base.py --from THAT --long-lists --context 0.3 --numbers --pairs --steps 4000 --lr 1.5e-4 --warmup 50 --seed 3
 
 (docs/RESULTS.md, section 4: both help addition past 15 digits and cost parity past 30 bits.)
+`--grow N` makes a deeper model from `--from`'s before training (block expansion: it starts as the
+same function). Measured, not committed (addition 46% at 20 digits; parity and DP worse):
+
+    python base.py --from assets/tiny-llama --grow 2 --long-lists --context 0.3 --numbers --pairs --steps 3000 --lr 3e-4 --warmup 50 --seed 2
 """
 import argparse
 import random
