@@ -232,9 +232,8 @@ def grow(src, dst: Path, every: int):
     for i, block in enumerate(model.layers):
         blocks.append(block.state_dict())
         if (i + 1) % every == 0:
-            copy = {k: torch.zeros_like(v) if k in ("attention.wo.weight", "feed_forward.w2.weight") else v.clone()
-                    for k, v in block.state_dict().items()}
-            blocks.append(copy)
+            blocks.append({k: torch.zeros_like(v) if k in ("attention.wo.weight", "feed_forward.w2.weight")
+                           else v.clone() for k, v in blocks[-1].items()})
     grown = Transformer(replace(model.args, n_layers=len(blocks)))
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("layers.")}
     state.update({f"layers.{i}.{k}": v for i, block in enumerate(blocks) for k, v in block.items()})
@@ -265,8 +264,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     work = Path(a.work)
     init_dir = Path(a.start) if a.start else work / "init"
-    if a.grow and not (a.start and not a.resume):
-        p.error("--grow needs --from (and starts a run: not with --resume)")
+    if a.grow is not None and (a.grow < 1 or not a.start or a.resume):
+        p.error("--grow N needs N >= 1 and --from (it starts a run: not with --resume)")
     if a.grow:
         init_dir = work / "grown"
         print(f"grown to {grow(a.start, init_dir, a.grow).args.n_layers} layers: {init_dir}")

@@ -68,7 +68,7 @@ class RMSNorm(nn.Module):
 
 
 def rope_angles(pos, head_dim: int, theta: float):
-    """e^(i * pos * theta^(-2i/D)) for each position, as complex numbers, once per forward for every layer."""
+    """e^(i * pos * theta^(-2j/D)) for pair j at each position, as complex numbers, once per forward."""
     # computed on the fly in fp32: a stored buffer would lose its imaginary part to model.to(bfloat16)
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim)
     angle = pos.float()[..., None] * inv_freq  # (B, T, D/2)
