@@ -164,10 +164,15 @@ def generic_pair(rng, long_lists=False, context=0.0, numbers=False, pairs=False)
     return tasks.Pair(segments=(above + frame(rng, verb, line(seqs)),), target=target)
 
 
-def generic_stream(seed, long_lists=False, context=0.0, numbers=False, pairs=False):
+def generic_stream(seed, long_lists=False, context=0.0, numbers=False, pairs=False, plain=0.0):
+    """With `plain`, that share of the requests ignores context, numbers and pairs (the committed
+    corpus's kind: one line, the single long lists that Re-Tuning's parity calls copy)."""
     rng = random.Random(seed)
     while True:
-        yield generic_pair(rng, long_lists, context, numbers, pairs)
+        if plain and rng.random() < plain:
+            yield generic_pair(rng, long_lists)
+        else:
+            yield generic_pair(rng, long_lists, context, numbers, pairs)
 
 
 # ---- the tokenizer: digits split, bytes as fallback, text kept exactly ----
@@ -261,11 +266,15 @@ def main(argv=None):
                    help="this share of the line requests (not sums) below 1-3 other lines (0.5 if no share is given)")
     p.add_argument("--numbers", action="store_true", help="lists of numbers up to two digits, signed sums")
     p.add_argument("--pairs", action="store_true", help="two sequences on a line half the time (else a third)")
+    p.add_argument("--plain", type=float, default=0.0, metavar="SHARE",
+                   help="this share of the requests without --context, --numbers or --pairs")
     a = p.parse_args(argv)
     work = Path(a.work)
     init_dir = Path(a.start) if a.start else work / "init"
     if a.grow is not None and (a.grow < 1 or not a.start or a.resume):
         p.error("--grow N needs N >= 1 and --from (it starts a run: not with --resume)")
+    if not 0.0 <= a.plain <= 1.0 or not 0.0 <= a.context <= 1.0:
+        p.error("--plain and --context take a share between 0 and 1")
     if a.grow:
         init_dir = work / "grown"
         print(f"grown to {grow(a.start, init_dir, a.grow).args.n_layers} layers: {init_dir}")
@@ -278,7 +287,7 @@ def main(argv=None):
                       full=True, steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup=a.warmup,
                       weight_decay=0.1, grad_clip=1.0, eval_every=500, save_every=100, seed=a.seed)
     stream = partial(generic_stream, long_lists=a.long_lists, context=a.context, numbers=a.numbers,
-                     pairs=a.pairs)
+                     pairs=a.pairs, plain=a.plain)
     train(cfg, resume=a.resume, stream=stream, evaluate=generic_accuracy)
     model, tokenizer, _ = load_trained(cfg.out)
     save_meta(model, tokenizer, a.out)

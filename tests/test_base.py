@@ -93,6 +93,16 @@ def test_pairs_puts_two_sequences_on_half_the_lines_and_leaves_the_old_corpus_al
     assert 0.25 < share(lines()) < 0.42 and 0.42 < share(lines(pairs=True)) < 0.58  # 1/3, then 1/2
 
 
+@pytest.mark.parametrize("share", [0.5, 1.0])
+def test_plain_keeps_its_share_of_the_requests_on_one_line_and_leaves_the_old_corpus_alone(share):
+    mixed = dict(context=1.0, numbers=True, pairs=True)
+    def prompts(**flags):
+        return [p.prompt for p, _ in zip(base.generic_stream(4, **flags), range(1200))]
+    assert prompts(**mixed) == prompts(**mixed, plain=0.0)
+    one_line = sum(p.count("\n") == 1 for p in prompts(**mixed, plain=share)) / 1200
+    assert abs(one_line - (share + (1 - share) / 8)) < 0.05  # sums (1 in 8) stay on one line anyway
+
+
 def test_a_leg_from_a_model_continues_it(tmp_path, tiny_ckpt):
     out = tmp_path / "model"
     base.main(["--from", str(tiny_ckpt), "--long-lists", "--steps", "2", "--batch-size", "2",
