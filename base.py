@@ -34,6 +34,11 @@ two-sequence lines of addition's and DP's calls more common. Measured, not commi
 same function). Measured, not committed (addition 46% at 20 digits; parity and DP worse):
 
     python base.py --from assets/tiny-llama --grow 2 --long-lists --context 0.3 --numbers --pairs --steps 3000 --lr 3e-4 --warmup 50 --seed 2
+
+`--plain 0.5` draws half the requests as the committed corpus does (one line, no pairs): measured,
+not committed (parity keeps more than on the mixed corpus, addition keeps its gain):
+
+    python base.py --from assets/tiny-llama --long-lists --context 0.3 --numbers --pairs --plain 0.5 --steps 3000 --lr 3e-4 --warmup 50 --seed 2
 """
 import argparse
 import random

@@ -13,9 +13,9 @@ py=${PYTHON:-python}
 # deep, each holding a cache row: at 100, parity's evaluation once ran out of memory; at 64 it
 # peaks at 4.3 GB (recurse.py's cache pool; 6.4 GB before it grew a layer at a time)
 case "$task" in
-  parity)   lengths=5:40:5; steps=1200; batch=64 ;;
-  addition) lengths=5:30:5; steps=1200; batch=64 ;;
-  dp)       lengths=2:10;   steps=400;  batch=100 ;;  # DP's scratchpad averages 417 tokens: 1,200 steps would take ~30 min alone
+  parity)   lengths=5:40:5; batch=64 ;;
+  addition) lengths=5:30:5; batch=64 ;;
+  dp)       lengths=2:10;   batch=100 ;;
   *) echo "error: unknown task '$task' (parity, addition or dp)" >&2; exit 2 ;;
 esac
 start=$(date +%s)
@@ -24,7 +24,7 @@ for method in baseline scratchpad retuning; do
     echo "== out/$task-$method exists: kept"
   else
     echo "== training $task $method"
-    $py train.py --task "$task" --method "$method" --steps "$steps"
+    $py train.py --task "$task" --method "$method"  # steps and rate: train.py's STEPS and FULL_LR
   fi
 done
 echo "== evaluating"

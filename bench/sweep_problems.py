@@ -39,7 +39,7 @@ from recurse import Limits, solve_problems  # noqa: E402
 # each of 1,024 about 37 times (Re-Tuning, with about 20 pairs a problem, sees 1,024 twice).
 DEFAULT_PROBLEMS = "16,64,256,1024"
 DEFAULT_LENGTHS = {"parity": "10,20,30,40", "addition": "5,10,15,20", "dp": "3,5,6,8"}  # in range and past it
-DEFAULT_STEPS = {"parity": 1200, "addition": 1200, "dp": 400}  # reproduce.sh's
+DEFAULT_STEPS = {"parity": 1200, "addition": 1200, "dp": 400}  # one count for every method (DP: the scratchpad's)
 
 
 @dataclass

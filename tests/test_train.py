@@ -53,6 +53,15 @@ def test_default_learning_rates():
     assert TrainConfig(task="parity", lr=1e-3).resolve().lr == 1e-3
 
 
+def test_default_steps():
+    assert TrainConfig(task="parity").resolve().steps == 1200
+    assert TrainConfig(task="dp", method="scratchpad").resolve().steps == train.STEPS["dp"]["scratchpad"]
+    assert TrainConfig(task="dp").resolve().steps == train.STEPS["dp"]["retuning"]
+    assert TrainConfig(task="dp", steps=7).resolve().steps == 7
+    with pytest.raises(ValueError, match="--steps"):
+        TrainConfig(task="dp", steps=0).resolve()  # 0 is refused, not taken for the default
+
+
 def test_short_run_lowers_loss(tiny_ckpt, tmp_path):
     cfg = cfg_for(tiny_ckpt, tmp_path / "run", steps=40)
     losses = []
