@@ -83,6 +83,8 @@ class TrainConfig:
     dtype: Optional[str] = None  # the frozen base's (LoRA) or the forward's (full); default bfloat16 on CUDA
     seed: int = 0
     problems: Optional[int] = None  # learn from a fixed pool of this many distinct problems; None: fresh ones
+    replay: float = 0.0  # this share of the pairs drawn from base.py's generic corpus (rehearsal)
+    anchor: float = 0.0  # weight decay toward the base's weights instead of toward zero
 
     def resolve(self, own_data=False):
         """Fill in the defaults that depend on other settings (own_data: base.py's corpus)."""
@@ -107,6 +109,12 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
         if self.problems is not None and self.problems < 1:
             raise ValueError("--problems must be at least 1")
+        if not 0.0 <= self.replay < 1.0:
+            raise ValueError(f"--replay takes a share in [0, 1), got {self.replay}")
+        if not 0.0 <= self.anchor * self.lr <= 1.0:
+            raise ValueError(f"--anchor must be >= 0 and at most 1/lr (a step pulls lr * anchor of the way back)")
+        if self.replay and self.problems:
+            raise ValueError("--replay and --problems do not go together (a pool counts task pairs only)")
         return self
 
 
@@ -151,13 +159,28 @@ def batches(pairs_stream, tokenizer, batch_size, seed, start_step=0, pool=LENGTH
 
 def training_pairs(cfg, start_step=0):
     """`batches`'s stream(seed): fresh problems for each pool of batches, or with --problems one
-    endless stream of the fixed pool's pairs, begun where the pool of batches of start_step begins."""
+    endless stream of the fixed pool's pairs, begun where the pool of batches of start_step begins.
+    With --replay, that share of the pairs comes from the generic corpus instead."""
     if not cfg.problems:
-        return lambda seed: tasks.stream(cfg.task, cfg.method, cfg.lengths, seed=seed)
-    problems = tasks.problem_pool(cfg.task, cfg.problems, cfg.lengths, cfg.seed)
-    start = start_step // LENGTH_POOL * LENGTH_POOL * cfg.batch_size
-    pairs = tasks.pool_stream(cfg.task, cfg.method, problems, cfg.seed, start)
-    return lambda seed: pairs  # every pool of batches takes the next pairs of the same stream
+        task_pairs = lambda seed: tasks.stream(cfg.task, cfg.method, cfg.lengths, seed=seed)
+    else:
+        problems = tasks.problem_pool(cfg.task, cfg.problems, cfg.lengths, cfg.seed)
+        start = start_step // LENGTH_POOL * LENGTH_POOL * cfg.batch_size
+        pairs = tasks.pool_stream(cfg.task, cfg.method, problems, cfg.seed, start)
+        task_pairs = lambda seed: pairs  # every pool of batches takes the next pairs of the same stream
+    return replayed(task_pairs, cfg.replay) if cfg.replay else task_pairs
+
+
+def replayed(task_pairs, share):
+    """Mix in requests of the committed base's last corpus (long lists, one line): rehearsal,
+    so tuning keeps the generic copying that calls need past the tuned lengths."""
+    from base import generic_stream  # base.py imports this file: imported where it is needed
+
+    def stream(seed):
+        rng, own, generic = random.Random(seed), task_pairs(seed), generic_stream(seed + 1, long_lists=True)
+        while True:
+            yield next(generic) if rng.random() < share else next(own)
+    return stream
 
 
 def pair_loss(logits, y):
@@ -298,13 +321,15 @@ def train(cfg: TrainConfig, resume=False, log=print, stream=None, evaluate=held_
     if rank > 0:
         torch.manual_seed(cfg.seed + 7919 * rank)  # its own dropout masks; the weights above are every rank's
     params = [p for p in model.parameters() if p.requires_grad]
+    base_weights = [p.detach().clone() for p in params] if cfg.anchor else []  # before a resume loads its own
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     start, losses = 0, []
     if resume:
         saved = read_config(cfg.out)
-        if (saved.task, saved.method, saved.full, saved.ckpt_dir, saved.problems) != (
-                cfg.task, cfg.method, cfg.full, cfg.ckpt_dir, cfg.problems):
-            raise ValueError(f"{cfg.out}: --resume with a different task/method/model/--problems than the saved run")
+        if (saved.task, saved.method, saved.full, saved.ckpt_dir, saved.problems, saved.replay) != (
+                cfg.task, cfg.method, cfg.full, cfg.ckpt_dir, cfg.problems, cfg.replay):
+            raise ValueError(f"{cfg.out}: --resume with a different task/method/model/--problems/--replay "
+                             "than the saved run")
         state = read_state(cfg.out)
         load_weights(model, state["weights"], Path(cfg.out) / "state.pt")
         optimizer.load_state_dict(state["optimizer"])
@@ -331,6 +356,9 @@ def train(cfg: TrainConfig, resume=False, log=print, stream=None, evaluate=held_
         (loss * world).backward()  # DDP divides the ranks' sum by world: the gradient of the whole mean
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
+        with torch.no_grad():  # decoupled, as AdamW's decay: each step pulls lr * anchor of the way back
+            for p, p0 in zip(params, base_weights):
+                p.lerp_(p0, lr_at(step, cfg) * cfg.anchor)
         optimizer.zero_grad(set_to_none=True)  # now, not before backward: no stale grads beside activations
         loss_value, n_tokens = devices.sums([loss.item(), x.numel()], device)  # the whole batch's
         losses.append(loss_value)
@@ -367,8 +395,10 @@ def parse_args(argv=None) -> tuple:
     for name in ("lora_r", "steps", "batch_size", "warmup", "eval_every", "eval_samples",
                  "save_every", "seed"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    for name in ("lora_alpha", "lora_dropout", "lr", "weight_decay", "grad_clip"):
+    for name in ("lora_alpha", "lora_dropout", "lr", "weight_decay", "grad_clip", "anchor"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    p.add_argument("--replay", type=float, default=d.replay, metavar="SHARE",
+                   help="this share of the pairs from base.py's generic corpus (default 0: none)")
     p.add_argument("--problems", type=int, metavar="N",
                    help="learn from a fixed pool of N distinct problems, cycled (default: fresh ones)")
     p.add_argument("--lora-targets", default=",".join(d.lora_targets), help="e.g. wq,wk,wv,wo,w1,w2,w3")

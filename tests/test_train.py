@@ -93,7 +93,7 @@ def test_interrupted_run_resumes_exactly(tiny_ckpt, tmp_path, problems):
         train.train(part, log=lambda s: None, evaluate=interrupt_at_8)
     assert torch.load(tmp_path / "part" / "state.pt", weights_only=True)["step"] == 8
     assert json.loads((tmp_path / "part" / "config.json").read_text())["problems"] == problems
-    with pytest.raises(ValueError, match="different task/method/model/--problems"):
+    with pytest.raises(ValueError, match="different task/method/model/--problems/--replay"):
         train.train(cfg_for(tiny_ckpt, tmp_path / "part", problems=(problems or 0) + 1), resume=True)
     resumed = cfg_for(tiny_ckpt, tmp_path / "part", problems=problems)
     train.train(resumed, resume=True, log=lambda s: None, evaluate=no_eval)
@@ -121,6 +121,33 @@ def test_without_problems_the_data_are_as_before():
         for pair in itertools.islice(train.training_pairs(cfg)(3), 64):
             h.update(repr((pair.segments, pair.target)).encode())
         assert h.hexdigest()[:16] == digest, (task, method)
+
+
+def test_replay_mixes_in_generic_requests():
+    cfg = TrainConfig(task="parity", replay=0.25, lengths=(1, 6)).resolve()
+    mixed = list(itertools.islice(train.training_pairs(cfg)(3), 400))
+    assert mixed == list(itertools.islice(train.training_pairs(cfg)(3), 400))  # the same seed, the same data
+    own = list(itertools.islice(tasks.stream("parity", "retuning", (1, 6), seed=3), 400))
+    task_pairs = [p for p in mixed if p in own]
+    assert task_pairs == own[:len(task_pairs)]  # the task's pairs in their order, none skipped
+    assert 60 < len(mixed) - len(task_pairs) < 140  # about a quarter generic
+    for bad in (dict(replay=1.0), dict(replay=-0.1), dict(replay=0.2, problems=5)):
+        with pytest.raises(ValueError, match="--replay"):
+            TrainConfig(task="parity", **bad).resolve()
+
+
+def test_anchor_pulls_toward_the_base(tiny_ckpt, tmp_path):
+    base, _ = train.load_checkpoint(tiny_ckpt, device="cpu")
+    def distance(**kw):
+        cfg = cfg_for(tiny_ckpt, tmp_path / str(kw), **kw)
+        train.train(cfg, log=lambda s: None, evaluate=no_eval)
+        tuned, _, _ = train.load_trained(cfg.out)
+        return sum((a - b).norm() ** 2 for a, b in zip(tuned.parameters(), base.parameters())).item()
+    free, pulled = distance(steps=6), distance(steps=6, anchor=100.0)  # 0.3 of the way back each step
+    assert 0 < pulled < 0.5 * free
+    assert distance(steps=1, warmup=1, lr=1e-3, anchor=1000.0) == 0.0  # all the way back: the base
+    with pytest.raises(ValueError, match="--anchor"):
+        TrainConfig(task="parity", lr=1e-3, anchor=1001.0).resolve()
 
 
 def test_a_pool_is_n_distinct_problems_the_same_for_every_method():
