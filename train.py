@@ -395,8 +395,10 @@ def parse_args(argv=None) -> tuple:
     for name in ("lora_r", "steps", "batch_size", "warmup", "eval_every", "eval_samples",
                  "save_every", "seed"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    for name in ("lora_alpha", "lora_dropout", "lr", "weight_decay", "grad_clip", "anchor"):
+    for name in ("lora_alpha", "lora_dropout", "lr", "weight_decay", "grad_clip"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    p.add_argument("--anchor", type=float, default=d.anchor, metavar="A",
+                   help="each step pulls the weights lr * A of the way back to the base's (default 0: none)")
     p.add_argument("--replay", type=float, default=d.replay, metavar="SHARE",
                    help="this share of the pairs from base.py's generic corpus (default 0: none)")
     p.add_argument("--problems", type=int, metavar="N",
