@@ -62,6 +62,13 @@ def test_default_steps():
         TrainConfig(task="dp", steps=0).resolve()  # 0 is refused, not taken for the default
 
 
+def test_default_anchor():
+    assert TrainConfig(task="dp").resolve().anchor == train.ANCHOR["dp"]["retuning"]
+    assert TrainConfig(task="dp", method="baseline").resolve().anchor == 0.0
+    assert TrainConfig(task="dp", ckpt_dir="/meta/llama-7b").resolve().anchor == 0.0  # LoRA: none
+    assert TrainConfig(task="dp", anchor=0.0).resolve().anchor == 0.0  # 0 is taken, not the default
+
+
 def test_short_run_lowers_loss(tiny_ckpt, tmp_path):
     cfg = cfg_for(tiny_ckpt, tmp_path / "run", steps=40)
     losses = []
@@ -76,9 +83,9 @@ def test_short_run_lowers_loss(tiny_ckpt, tmp_path):
     assert losses[1] < 0.7 * losses[0], losses
 
 
-@pytest.mark.parametrize("problems", [None, 5])
-def test_interrupted_run_resumes_exactly(tiny_ckpt, tmp_path, problems):
-    whole = cfg_for(tiny_ckpt, tmp_path / "whole", problems=problems)
+@pytest.mark.parametrize("problems, anchor", [(None, 0.0), (5, 0.0), (None, 50.0)])
+def test_interrupted_run_resumes_exactly(tiny_ckpt, tmp_path, problems, anchor):
+    whole = cfg_for(tiny_ckpt, tmp_path / "whole", problems=problems, anchor=anchor)
     train.train(whole, log=lambda s: None, evaluate=no_eval)
     calls = []
 
@@ -88,14 +95,16 @@ def test_interrupted_run_resumes_exactly(tiny_ckpt, tmp_path, problems):
             raise KeyboardInterrupt
         return 0.0
 
-    part = cfg_for(tiny_ckpt, tmp_path / "part", eval_every=4, problems=problems)
+    part = cfg_for(tiny_ckpt, tmp_path / "part", eval_every=4, problems=problems, anchor=anchor)
     with pytest.raises(KeyboardInterrupt):
         train.train(part, log=lambda s: None, evaluate=interrupt_at_8)
     assert torch.load(tmp_path / "part" / "state.pt", weights_only=True)["step"] == 8
     assert json.loads((tmp_path / "part" / "config.json").read_text())["problems"] == problems
-    with pytest.raises(ValueError, match="different task/method/model/--problems/--replay"):
-        train.train(cfg_for(tiny_ckpt, tmp_path / "part", problems=(problems or 0) + 1), resume=True)
-    resumed = cfg_for(tiny_ckpt, tmp_path / "part", problems=problems)
+    with pytest.raises(ValueError, match="different task/method/model/--problems/--replay/--anchor"):
+        train.train(cfg_for(tiny_ckpt, tmp_path / "part", problems=(problems or 0) + 1, anchor=anchor), resume=True)
+    with pytest.raises(ValueError, match="--anchor"):
+        train.train(cfg_for(tiny_ckpt, tmp_path / "part", problems=problems, anchor=anchor + 1), resume=True)
+    resumed = cfg_for(tiny_ckpt, tmp_path / "part", problems=problems, anchor=anchor)  # pulls to the base, not step 8
     train.train(resumed, resume=True, log=lambda s: None, evaluate=no_eval)
     a = torch.load(tmp_path / "whole" / "state.pt", weights_only=True)
     b = torch.load(tmp_path / "part" / "state.pt", weights_only=True)
