@@ -332,6 +332,7 @@ def train(cfg: TrainConfig, resume=False, log=print, stream=None, evaluate=held_
     start, losses = 0, []
     if resume:
         saved = read_config(cfg.out)
+        saved.anchor = saved.anchor or 0.0  # runs saved before --anchor existed had none
         if (saved.task, saved.method, saved.full, saved.ckpt_dir, saved.problems, saved.replay, saved.anchor) != (
                 cfg.task, cfg.method, cfg.full, cfg.ckpt_dir, cfg.problems, cfg.replay, cfg.anchor):
             raise ValueError(f"{cfg.out}: --resume with a different task/method/model/--problems/--replay/--anchor "
@@ -354,8 +355,9 @@ def train(cfg: TrainConfig, resume=False, log=print, stream=None, evaluate=held_
             break
         mine = devices.share(chunk, rank, world)
         x, y = make_batch(mine, tokenizer.pad_id if tokenizer.pad_id >= 0 else 0, device)
+        lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr
         with autocast():
             logits = net(x)
         loss = pair_loss(logits, y) * (len(mine) / len(chunk))  # the share's part of the mean over pairs
@@ -364,7 +366,7 @@ def train(cfg: TrainConfig, resume=False, log=print, stream=None, evaluate=held_
         optimizer.step()
         with torch.no_grad():  # decoupled, as AdamW's decay: each step pulls lr * anchor of the way back
             for p, p0 in zip(params, base_weights):
-                p.lerp_(p0, lr_at(step, cfg) * cfg.anchor)
+                p.lerp_(p0, lr * cfg.anchor)
         optimizer.zero_grad(set_to_none=True)  # now, not before backward: no stale grads beside activations
         loss_value, n_tokens = devices.sums([loss.item(), x.numel()], device)  # the whole batch's
         losses.append(loss_value)
