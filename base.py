@@ -273,6 +273,9 @@ def main(argv=None):
     p.add_argument("--pairs", action="store_true", help="two sequences on a line half the time (else a third)")
     p.add_argument("--plain", type=float, default=0.0, metavar="SHARE",
                    help="this share of the requests without --context, --numbers or --pairs")
+    for name in ("dim", "n_layers", "n_heads", "n_kv_heads"):  # the shape of a new (random) model
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(TINY, name),
+                       help=f"a new model's {name} (default {getattr(TINY, name)}; ignored with --from or --resume)")
     a = p.parse_args(argv)
     work = Path(a.work)
     init_dir = Path(a.start) if a.start else work / "init"
@@ -280,13 +283,16 @@ def main(argv=None):
         p.error("--grow N needs N >= 1 and --from (it starts a run: not with --resume)")
     if not 0.0 <= a.plain <= 1.0 or not 0.0 <= a.context <= 1.0:
         p.error("--plain and --context take a share between 0 and 1")
+    if a.dim % a.n_heads or a.n_heads % a.n_kv_heads:
+        p.error("--dim must be a multiple of --n-heads, and --n-heads of --n-kv-heads")
     if a.grow:
         init_dir = work / "grown"
         print(f"grown to {grow(a.start, init_dir, a.grow).args.n_layers} layers: {init_dir}")
     if not (a.resume or a.start):  # the random initial model, in Meta's format, is what train.py tunes
         torch.manual_seed(a.seed)
         tokenizer = train_tokenizer(init_dir, seed=a.seed)
-        save_meta(Transformer(replace(TINY, vocab_size=tokenizer.n_words)), tokenizer, init_dir)
+        shape = replace(TINY, dim=a.dim, n_layers=a.n_layers, n_heads=a.n_heads, n_kv_heads=a.n_kv_heads)
+        save_meta(Transformer(replace(shape, vocab_size=tokenizer.n_words)), tokenizer, init_dir)
         print(f"tokenizer: {tokenizer.n_words} pieces")
     cfg = TrainConfig(task="generic", method="baseline", ckpt_dir=str(init_dir), out=str(work / "train"),
                       full=True, steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup=a.warmup,
