@@ -3,9 +3,10 @@
 Chapter 5. A Re-Tuned model solves a problem by writing a call line, "Call: <smaller problem>\\n".
 The decoder then pauses that context, solves the call in a fresh context (which may call again),
 and appends "Return: <its result>\\nAnswer: " to the caller, which goes on from there. Every
-context owns a row of one growing `model.KVCache`, so after a return only the return's tokens
-run through the caller; nothing is re-encoded. (The authors' code re-encodes the whole caller
-after every return; `reencode=True` does that too, for bench/bench_recurse.py.)
+context has its own KV cache: the active one in its problem's row of one `model.KVCache`, a
+paused caller's copied out beside it until the return, so after a return only the return's
+tokens run through the caller; nothing is re-encoded. (The authors' code re-encodes the whole
+caller after every return; `reencode=True` does that too, for bench/bench_recurse.py.)
 
 Many problems decode together: each step runs the active context of every unfinished problem,
 those taking in the one token just generated in one forward, those taking in a prompt or a
@@ -14,9 +15,8 @@ Baseline and scratchpad use the same loop with calls turned off. train.py and ev
 `solve_problems`; the call/return protocol itself lives in tasks.py.
 
 The price of never re-encoding is memory: a problem keeps the cache of every context on its
-chain of calls (60 deep for parity 60), and all rows are as long as the longest, so the pool
-holds about batch x depth x longest-context tokens. It grows by half at a time, and it stops
-with a clear error before it would pass 3/4 of the RAM (of a GPU's free memory): then lower the
+chain of calls (60 deep for parity 60), each as long as its own tokens. The caches stop with a
+clear error before they would pass 3/4 of the RAM (of a GPU's free memory): then lower the
 batch size.
 """
 from __future__ import annotations
@@ -67,14 +67,16 @@ class Outcome:
 
 @dataclass(eq=False)
 class Context:
-    """The top prompt or one sub-call, with its own row of the cache pool."""
+    """The top prompt or one sub-call. While active it is in its problem's row of the cache pool;
+    while paused on a call, `saved` holds its own cache."""
 
     prompt: str
     depth: int
     row: int
     parent: Optional[Context]
     pending: list  # tokens to run next: the prompt, a return, or the token just generated
-    fed: list = field(default_factory=list)  # tokens already in the cache row
+    fed: list = field(default_factory=list)  # tokens already in its cache
+    saved: Optional[list] = None  # its cache, (k, v) per layer, while a callee has the row
     step: list = field(default_factory=list)  # tokens generated in the current step
     generated: int = 0
     output: str = ""  # the text after the prompt: steps and returns
@@ -113,57 +115,77 @@ class CacheBudgetError(RuntimeError):
 
 
 class CachePool:
-    """Rows of one KVCache, lent to contexts and given back; it grows rows or length on demand,
-    by half at a time (doubling would strand up to half of a pool that can reach gigabytes), one
-    layer at a time (the old pool is freed as the new one fills: a peak of the new pool and one old layer)."""
+    """The decoder's KV caches. Each problem in flight has a row of one KVCache (its lane) for its
+    active context; a paused caller's filled slots are copied out and kept, exactly as long as it
+    is, until its callee returns and they are copied back. So the contexts of one forward sit in
+    rows 0, 1, 2, ... (read in place, not gathered), and nothing is copied per token. The lanes
+    grow in length by half at a time (doubling would strand up to half of them), one layer at a
+    time (the old layer is freed as the new one fills); lanes and saved caches together stop with
+    a clear error before they would pass the budget."""
 
     def __init__(self, args, device, dtype, rows: int, length: int = 64, max_bytes: Optional[int] = None):
         self.args, self.device, self.dtype, self.max_bytes = args, device, dtype, max_bytes
         self.cache = KVCache(args, rows, length, device, dtype)
         self.free = list(range(rows - 1, -1, -1))  # pop() lends the lowest row first
+        self.saved_bytes = 0  # held by the saved caches of paused contexts
 
     @property
     def rows(self) -> int:
         return len(self.cache.lengths)
 
     def take(self) -> int:
-        if not self.free:
-            self.resize(self.rows + max(1, self.rows // 2), self.cache.max_len)
-        row = self.free.pop()
-        self.cache.reset([row])
-        return row
+        return self.free.pop()  # the decoder never has more problems in flight than rows
 
     def give_back(self, row: int):
         self.free.append(row)
-
-    def fit(self, length: int, cap: int):
-        """Make every row at least `length` slots long: half as long again, but not past `cap`."""
-        if length > self.cache.max_len:
-            self.resize(self.rows, max(length, min(self.cache.max_len * 3 // 2, cap)))
 
     def nbytes(self, rows: int, length: int, layers: Optional[int] = None) -> int:
         a = self.args
         return 2 * (layers or a.n_layers) * rows * a.kv_heads * length * a.head_dim * self.cache.k[0].element_size()
 
-    def resize(self, rows: int, length: int):
-        cache, R, S = self.cache, self.rows, self.cache.max_len
-        need = self.nbytes(rows, length) + self.nbytes(R, S, layers=1)  # the new pool and one old layer
+    def check_budget(self, need: int, what: str):
         if self.max_bytes is not None and need > self.max_bytes:
             raise CacheBudgetError(
-                f"the KV cache pool would grow to {rows} contexts x {length} tokens, {need / 2**30:.1f} GiB "
-                f"while copying, over its budget of {self.max_bytes / 2**30:.1f} GiB (3/4 of the RAM, or of a GPU's "
-                f"free memory): lower the batch size, the problems decoded together")
+                f"the KV caches would grow to {what}, {need / 2**30:.1f} GiB, over their budget of "
+                f"{self.max_bytes / 2**30:.1f} GiB (3/4 of the RAM, or of a GPU's free memory): lower the "
+                f"batch size, the problems decoded together")
+
+    def save(self, row: int) -> list:
+        """Copy out the filled slots of a row whose context pauses: its own cache, (k, v) per layer."""
+        n = int(self.cache.lengths[row])
+        need = self.nbytes(self.rows, self.cache.max_len) + self.saved_bytes + self.nbytes(1, n)
+        self.check_budget(need, f"{self.rows} lanes x {self.cache.max_len} tokens and paused contexts' caches")
+        self.saved_bytes += self.nbytes(1, n)
+        return [(k[row, :, :n].clone(), v[row, :, :n].clone()) for k, v in zip(self.cache.k, self.cache.v)]
+
+    def restore(self, row: int, saved: list):
+        """Copy a paused context's cache back into a row, to go on from where it paused."""
+        n = saved[0][0].shape[1]
+        for (k, v), (saved_k, saved_v) in zip(zip(self.cache.k, self.cache.v), saved):
+            k[row, :, :n], v[row, :, :n] = saved_k, saved_v
+        self.cache.lengths[row] = n
+        self.forget(saved)
+
+    def forget(self, saved: list):
+        self.saved_bytes -= self.nbytes(1, saved[0][0].shape[1])
+
+    def fit(self, length: int, cap: int):
+        """Make every lane at least `length` slots long: half as long again, but not past `cap`."""
+        if length > self.cache.max_len:
+            self.resize(max(length, min(self.cache.max_len * 3 // 2, cap)))
+
+    def resize(self, length: int):
+        cache, R, S = self.cache, self.rows, self.cache.max_len
+        need = self.nbytes(R, length) + self.nbytes(R, S, layers=1) + self.saved_bytes  # + one old layer
+        self.check_budget(need, f"{R} lanes x {length} tokens (while copying) and paused contexts' caches")
         for i in range(self.args.n_layers):  # layer by layer: an old one is freed as soon as it is copied
             for layers in (cache.k, cache.v):
-                new = torch.empty((rows, self.args.kv_heads, length, self.args.head_dim),
+                new = torch.empty((R, self.args.kv_heads, length, self.args.head_dim),
                                   device=self.device, dtype=self.dtype)  # (rows, kv_heads, slots, head_dim)
-                new[:R, :, :S] = layers[i]  # each slot written once
-                new[:R, :, S:] = 0  # masked slots are read too: zeros, never NaN from garbage
-                new[R:] = 0
+                new[:, :, :S] = layers[i]  # each slot written once
+                new[:, :, S:] = 0  # masked slots are read too: zeros, never NaN from garbage
                 layers[i] = new
-        cache.lengths = torch.cat([cache.lengths, cache.lengths.new_zeros(rows - R)])
         cache.max_len = length
-        self.free = list(range(rows - 1, R - 1, -1)) + self.free
 
 
 class Decoder:
@@ -177,17 +199,19 @@ class Decoder:
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.pool = None
+        # a call line ends with a token whose text ends the line: only then is the step decoded to look for it
+        self.line_ends = {i for i in range(tokenizer.n_words) if tokenizer.decode([i]).endswith(tasks.CALL_END)}
 
     @torch.inference_mode()
     def solve(self, prompts: list, batch_size: int, progress: Optional[Callable] = None) -> list:
         """Runs for all prompts, `batch_size` problems in flight; a finished one makes room for the next."""
-        self.pool = CachePool(self.model.args, self.device, self.dtype, rows=batch_size,
+        self.pool = CachePool(self.model.args, self.device, self.dtype, rows=min(batch_size, len(prompts)),
                               max_bytes=memory_budget(self.device))
         waiting, flying, finished = deque(enumerate(prompts)), [], [None] * len(prompts)
         while waiting or flying:
             while waiting and len(flying) < batch_size:
                 index, prompt = waiting.popleft()
-                top = self.open(prompt, 0, None)
+                top = self.open(prompt, 0, None, self.pool.take())
                 flying.append(Run(index, top, top))
             for run in flying:
                 self.check(run)
@@ -203,8 +227,9 @@ class Decoder:
         self.pool = None  # the caches are freed with it
         return finished
 
-    def open(self, prompt: str, depth: int, parent: Optional[Context]) -> Context:
-        return Context(prompt, depth, self.pool.take(), parent, pending=self.tokenizer.encode(prompt))
+    def open(self, prompt: str, depth: int, parent: Optional[Context], row: int) -> Context:
+        self.pool.cache.reset([row])
+        return Context(prompt, depth, row, parent, pending=self.tokenizer.encode(prompt))
 
     def check(self, run: Run):
         """Fail a run before its next tokens would break a size limit."""
@@ -256,7 +281,7 @@ class Decoder:
         if ctx.generated > self.limits.max_new_tokens:
             return self.fail(run, f"max_new_tokens: a context generated more than "
                                   f"{self.limits.max_new_tokens} tokens")
-        if self.recursive:
+        if self.recursive and token in self.line_ends:
             sub_prompt = tasks.find_call(self.tokenizer.decode(ctx.step))
             if sub_prompt is not None:
                 self.call(run, sub_prompt)
@@ -282,7 +307,8 @@ class Decoder:
             # greedy decoding is deterministic: that context would replay, calling this one again
             return self.fail(run, f"cycle: a call repeats a problem already on its chain: {sub_prompt[:200]!r}")
         run.calls += 1
-        child = self.open(prompt, parent.depth + 1, parent)
+        parent.saved = self.pool.save(parent.row)  # the callee takes over the row
+        child = self.open(prompt, parent.depth + 1, parent, parent.row)
         parent.parts.append(child)
         run.active, run.depth = child, max(run.depth, child.depth)
 
@@ -290,8 +316,8 @@ class Decoder:
         """The active context hit EOS: return its result to the caller, or end the problem."""
         ctx = run.active
         self.end_step(ctx)
-        self.pool.give_back(ctx.row)
         if ctx.parent is None:
+            self.pool.give_back(ctx.row)
             run.done = True
             return
         parent = run.active = ctx.parent
@@ -299,8 +325,12 @@ class Decoder:
         parent.output += text
         parent.parts.append(text)
         if self.reencode:  # the authors' way: run the whole caller again from position 0
+            self.pool.forget(parent.saved)
             self.pool.cache.reset([parent.row])
             parent.pending, parent.fed = parent.fed + parent.pending, []
+        else:
+            self.pool.restore(parent.row, parent.saved)
+        parent.saved = None
         parent.pending += self.tokenizer.encode(text)  # after the call line's last token
 
     def fail(self, run: Run, reason: str):
@@ -308,8 +338,10 @@ class Decoder:
         if ctx.step:
             self.end_step(ctx)  # keep the partial step for the trace
         run.done, run.failure = True, reason
-        for ctx in chain(ctx):
-            self.pool.give_back(ctx.row)
+        for ctx in chain(ctx.parent):
+            self.pool.forget(ctx.saved)
+            ctx.saved = None
+        self.pool.give_back(run.active.row)
 
 
 def chain(ctx: Optional[Context]):

@@ -31,20 +31,26 @@ from recurse import solve_problems  # noqa: E402
 
 class Steered(nn.Module):
     """Runs `model` on the decoder's cache as usual, then puts the gold oracle's token on top, so a
-    model not tuned on the task still walks the full call tree. `oracle_seconds`: time spent here."""
+    model not tuned on the task still walks the full call tree. It reads each context's tokens back
+    from a cache layer of its own (one more than the model has), where it writes them: the decoder
+    saves and restores it with the rest. `oracle_seconds`: time spent here."""
 
     def __init__(self, model, tokenizer, task):
         super().__init__()
-        self.model, self.tokenizer, self.task, self.args = model, tokenizer, task, model.args
-        self.history, self.oracle_seconds = {}, 0.0
+        self.model, self.tokenizer, self.task = model, tokenizer, task
+        self.args = replace(model.args, n_layers=model.args.n_layers + 1)
+        self.oracle_seconds = 0.0
 
     def forward(self, tokens, cache=None, rows=None, n_new=None):
-        fresh = (cache.lengths[rows] == 0).tolist()  # a reset row starts a new context
+        starts = cache.lengths[rows].tolist()  # before the lengths advance
         logits = self.model(tokens, cache, rows=rows, n_new=n_new)  # (B, T, vocab)
         start = time.perf_counter()
-        for b, (row, n) in enumerate(zip(rows.tolist(), n_new.tolist())):
-            self.history[row] = ([] if fresh[b] else self.history[row]) + tokens[b, :n].tolist()
-            logits[b, n - 1, self.gold_token(self.history[row])] = logits[b, n - 1].max() + 1
+        store = cache.k[-1]  # (rows, kv_heads, slots, head_dim): a token id's 4 hex digits at [row, 0, position, :4]
+        hex_shifts = torch.tensor([0, 4, 8, 12], device=tokens.device)  # digits of 0-15: exact even in bf16
+        for b, (row, n, first) in enumerate(zip(rows.tolist(), n_new.tolist(), starts)):
+            store[row, 0, first:first + n, :4] = ((tokens[b, :n, None] >> hex_shifts) & 15).to(store.dtype)
+            history = (store[row, 0, :first + n, :4].long() << hex_shifts).sum(-1).tolist()
+            logits[b, n - 1, self.gold_token(history)] = logits[b, n - 1].max() + 1
         self.oracle_seconds += time.perf_counter() - start
         return logits
 

@@ -201,8 +201,8 @@ def test_table_marks_training_lengths():
 
 
 def test_cache_budget_ends_with_one_clear_message(runs, monkeypatch):
-    monkeypatch.setattr(recurse, "memory_budget", lambda device: 1)  # no pool can grow
+    monkeypatch.setattr(recurse, "memory_budget", lambda device: 1)  # no cache can grow or be saved
     with pytest.raises(SystemExit) as e:
         evaluation.main(["--runs", str(runs), "--methods", "retuning", "--lengths", "30", "--samples", "2",
                          "--batch-size", "2", "--max-new-tokens", "40", "--out", "/dev/null"])
-    assert e.value.code.startswith("error: retuning: the KV cache pool") and "--batch-size 2" in e.value.code
+    assert e.value.code.startswith("error: retuning: the KV caches would grow") and "--batch-size 2" in e.value.code

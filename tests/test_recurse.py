@@ -3,6 +3,7 @@ through the real decoding loop; runaway or malformed models end with the right f
 on a real tiny model, batching changes nothing and a parent's cache after a return equals a full
 forward of the same tokens."""
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -21,32 +22,39 @@ def tok(project_tokenizer):
     return project_tokenizer
 
 
+HEX = torch.tensor([0, 4, 8, 12])  # shifts: a token id as 4 digits of 0-15, exact in any float type
+
+
 class ScriptedModel(nn.Module):
     """A stand-in model: `script(context_text)` is the rest of the current step ("" means EOS), and
-    its first token gets the top logit. It keeps each cache row's tokens itself (a row whose cache
-    length is 0 starts afresh); `seen` records each row's tokens after every forward. With `real`,
-    a real model runs on the same cache underneath and `seen` keeps its last logits too; the
-    script still picks the token."""
+    its first token gets the top logit. It reads each context's tokens back from the cache, where
+    it writes them itself into a layer of its own, so it sees exactly what the decoder keeps (a
+    paused caller's cache saved and restored included); `seen` records each context's tokens after
+    every forward. With `real`, a real model runs on the same cache underneath (its own layers) and
+    `seen` keeps its last logits too; the script still picks the token."""
 
     def __init__(self, tokenizer, script, real=None):
         super().__init__()
         self.tokenizer, self.script, self.real = tokenizer, script, real
-        # without `real`, the cache only needs some shape: one layer, one head of 8
-        self.args = real.args if real else ModelArgs(dim=8, n_layers=1, n_heads=1,
-                                                     vocab_size=tokenizer.n_words)
+        # the cache gets one more layer than the real model has: the tokens go there, one head of 8 without it
+        self.args = (replace(real.args, n_layers=real.args.n_layers + 1) if real else
+                     ModelArgs(dim=8, n_layers=1, n_heads=1, vocab_size=tokenizer.n_words))
         # the decoder reads its cache's dtype and device from the first parameter: the real model's
         self.unused = nn.Parameter(torch.zeros(1, dtype=next(real.parameters()).dtype if real else None))
-        self.history, self.seen = {}, []
+        self.seen, self.rows_used = [], set()
 
     def forward(self, tokens, cache=None, rows=None, n_new=None):
-        fresh = (cache.lengths[rows] == 0).tolist()  # before the lengths advance
+        starts = cache.lengths[rows].tolist()  # before the lengths advance
         if self.real is not None:
             real_logits = self.real(tokens, cache, rows=rows, n_new=n_new)
         else:
             cache.lengths[rows] += n_new
+        self.rows_used.update(rows.tolist())
+        store = cache.k[-1]  # (rows, 1+, slots, head_dim >= 4): a token id's 4 hex digits at [row, 0, position, :4]
         logits = torch.zeros(*tokens.shape, self.tokenizer.n_words)
-        for b, (row, n) in enumerate(zip(rows.tolist(), n_new.tolist())):
-            history = self.history[row] = ([] if fresh[b] else self.history[row]) + tokens[b, :n].tolist()
+        for b, (row, n, start) in enumerate(zip(rows.tolist(), n_new.tolist(), starts)):
+            store[row, 0, start:start + n, :4] = ((tokens[b, :n, None] >> HEX) & 15).to(store.dtype)  # exact in bf16
+            history = (store[row, 0, :start + n, :4].long() << HEX).sum(-1).tolist()
             self.seen.append((history, None if self.real is None else real_logits[b, n - 1].clone()))
             logits[b, n - 1, self.next_token(history)] = 1.0
         return logits
@@ -111,13 +119,13 @@ def test_contexts_are_tokenized_exactly_as_in_training(tok):
             assert tuple(encode_pair(tok, pair)[0]) in seen, pair.prompt
 
 
-def test_rows_are_reused_and_progress_is_reported(tok):
+def test_one_row_per_problem_in_flight_and_progress_is_reported(tok):
     model, finished = oracle_model(tok, "parity"), []
     problems = problems_of("parity", [4] * 12)
     outcomes = solve_problems(model, tok, "parity", "retuning", problems, batch_size=2,
                               progress=finished.append)
     assert all(o.correct for o in outcomes) and finished == [1] * 12
-    assert len(model.history) <= 2 * 4  # rows in use at once: 2 problems, 4 contexts deep
+    assert model.rows_used == {0, 1}  # a row per problem in flight, 4 contexts deep: callers saved aside
 
 
 def test_trace_shows_the_call_tree(tok):
@@ -254,19 +262,34 @@ def test_bad_arguments(tok):
     assert solve_problems(model, tok, "parity", "retuning", []) == []
 
 
-def test_cache_pool_grows_by_half_and_stops_at_its_budget():
+def test_cache_pool_saves_a_paused_context_and_stops_at_its_budget():
     args = tiny_model().args
-    pool = CachePool(args, "cpu", torch.float32, rows=4, length=64)
-    rows = [pool.take() for _ in range(7)]  # 4 rows, then 4 + 2 = 6, then 6 + 3 = 9
-    assert sorted(rows) == list(range(7)) and pool.rows == 9
-    pool.fit(100, cap=1000)
-    assert pool.cache.max_len == 100  # what was asked, as 1.5 x 64 = 96 is short of it
+    pool = CachePool(args, "cpu", torch.float32, rows=2, length=64)
+    row = pool.take()
+    for k, v in zip(pool.cache.k, pool.cache.v):
+        k[row].normal_(), v[row].normal_()
+    pool.cache.lengths[row] = 5
+    caller = [(k[row, :, :5].clone(), v[row, :, :5].clone()) for k, v in zip(pool.cache.k, pool.cache.v)]
+    saved = pool.save(row)
+    assert pool.saved_bytes == pool.nbytes(1, 5)
+    pool.cache.reset([row])  # a callee takes the row and writes over it
+    for k, v in zip(pool.cache.k, pool.cache.v):
+        k[row].normal_(), v[row].normal_()
+    pool.fit(100, cap=1000)  # the rows grow meanwhile: what was asked, as 1.5 x 64 = 96 is short of it
+    assert pool.cache.max_len == 100
     pool.fit(101, cap=1000)
     assert pool.cache.max_len == 150
-    budget = pool.nbytes(13, 150) + pool.nbytes(9, 150, layers=1) - 1  # one byte short of the next growth
-    tight = CachePool(args, "cpu", torch.float32, rows=9, length=150, max_bytes=budget)
-    for _ in range(9):
-        tight.take()
+    pool.restore(row, saved)
+    assert pool.cache.lengths[row] == 5 and pool.saved_bytes == 0
+    assert all(torch.equal(k[row, :, :5], ck) and torch.equal(v[row, :, :5], cv)
+               for k, v, (ck, cv) in zip(pool.cache.k, pool.cache.v, caller))
+    budget = pool.nbytes(2, 64) + pool.nbytes(1, 9)  # two rows of 64 and a saved context of 9 tokens
+    tight = CachePool(args, "cpu", torch.float32, rows=2, length=64, max_bytes=budget)
+    tight.cache.lengths[0] = 10
     with pytest.raises(CacheBudgetError, match="lower the batch size"):
-        tight.take()
+        tight.save(0)
+    tight.cache.lengths[0] = 9
+    tight.save(0)
+    with pytest.raises(CacheBudgetError, match="lower the batch size"):
+        tight.fit(65, cap=1000)
     assert memory_budget("cpu") > 0  # this OS reports its memory
