@@ -118,23 +118,19 @@ class Attention(nn.Module):
             k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, Hkv, T, D)
             mask, causal = None, True
         else:  # write the new keys into the cache rows, then attend over the filled slots
-            cache_k, cache_v, rows, span, mask = kv  # (rows, Hkv, slots, D) for this layer; mask (R, 1, T, S)
+            cache_k, cache_v, rows, span, mask = kv  # (R, Hkv, slots, D) for this layer; mask (B, 1, T, S)
             cache_k[rows[:, None], :, pos] = k.to(cache_k.dtype)  # the (B, T) index pairs take (B, T, Hkv, D)
             cache_v[rows[:, None], :, pos] = v.to(cache_v.dtype)
             S = mask.shape[-1]
-            if span is None:  # gather rows, each head's S slots one contiguous run: the fastest copy on a CPU
+            if span is not None:  # consecutive rows: read in place, no copy
+                k, v = cache_k[span, :, :S].type_as(q), cache_v[span, :, :S].type_as(q)  # (B, Hkv, S, D)
+            else:  # gather rows, each head's S slots one contiguous run: the fastest copy on a CPU
                 k, v = (c.flatten(2)[:, :, :S * self.head_dim].index_select(0, rows)
                         .view(B, self.n_kv_heads, S, self.head_dim).type_as(q) for c in (cache_k, cache_v))
-            else:  # rows first..last read in place; a row between, not in this forward, gets a zero query
-                k, v = cache_k[span, :, :S].type_as(q), cache_v[span, :, :S].type_as(q)  # (R, Hkv, S, D)
-                if len(k) > B:
-                    q = q.new_zeros(len(k), T, self.n_heads, self.head_dim).index_copy(0, rows - span.start, q)
             causal = False
-        q = q.transpose(1, 2)  # (R, H, T, D): R = B but where rows between are read in place
+        q = q.transpose(1, 2)  # (B, H, T, D)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=self.n_kv_heads != self.n_heads)
-        if len(out) > B:
-            out = out[rows - span.start]  # the outputs of this forward's rows
         return self.wo(out.transpose(1, 2).reshape(B, T, -1))  # (B, T, dim)
 
 
@@ -162,13 +158,10 @@ class TransformerBlock(nn.Module):
         return h + self.feed_forward(self.ffn_norm(h))
 
 
-def in_place(rows) -> Optional[slice]:
-    """Rows in increasing order (as the decoder sends them), as the slice from the first to the last,
-    if that is under three times as many rows: then reading it in place reads less than a gather,
-    which reads the rows, writes a copy and reads that again."""
-    first, last = int(rows[0]), int(rows[-1])
-    increasing = len(rows) == 1 or bool((rows[1:] > rows[:-1]).all())
-    return slice(first, last + 1) if increasing and last + 1 - first < 3 * len(rows) else None
+def consecutive(rows) -> Optional[slice]:
+    """Rows first, first + 1, ... (as a plain decoder's batch mostly is) as a slice: read in place."""
+    first, n = int(rows[0]), len(rows)
+    return slice(first, first + n) if torch.equal(rows, torch.arange(first, first + n, device=rows.device)) else None
 
 
 class Transformer(nn.Module):
@@ -200,11 +193,9 @@ class Transformer(nn.Module):
             S = int(pos.max()) + 1
             if S > cache.max_len:
                 raise ValueError(f"context longer than the cache's max_len={cache.max_len}")
-            span = in_place(rows)
-            seen = pos if span is None or span.stop - span.start == B else (  # a row between sees its slot 0
-                pos.new_zeros(span.stop - span.start, T).index_copy(0, rows - span.start, pos))  # (R, T)
             # explicit mask: is_causal would align top-left when T != S
-            mask = (torch.arange(S, device=tokens.device) <= seen[:, :, None])[:, None]  # (R, 1, T, S)
+            mask = (torch.arange(S, device=tokens.device) <= pos[:, :, None])[:, None]  # (B, 1, T, S)
+            span = consecutive(rows)
         rot = rope_angles(pos, self.args.head_dim, self.args.rope_theta)  # once, for every layer
         h = self.tok_embeddings(tokens)  # (B, T, dim)
         for i, layer in enumerate(self.layers):

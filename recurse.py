@@ -117,11 +117,11 @@ class CacheBudgetError(RuntimeError):
 class CachePool:
     """The decoder's KV caches. Each problem in flight has a row of one KVCache (its lane) for its
     active context; a paused caller's filled slots are copied out and kept, exactly as long as it
-    is, until its callee returns and they are copied back. So the contexts of one forward sit in
-    rows 0, 1, 2, ... (read in place, not gathered), and nothing is copied per token. The lanes
-    grow in length by half at a time (doubling would strand up to half of them), one layer at a
-    time (the old layer is freed as the new one fills); lanes and saved caches together stop with
-    a clear error before they would pass the budget."""
+    is, until its callee returns and they are copied back. So memory follows the tokens held (no
+    row per context stretched to the longest), and the contexts of one forward mostly sit in
+    consecutive rows, read in place. The lanes grow in length by half at a time (doubling would
+    strand up to half of them), one layer at a time (the old layer is freed as the new one fills);
+    lanes and saved caches together stop with a clear error before they would pass the budget."""
 
     def __init__(self, args, device, dtype, rows: int, length: int = 64, max_bytes: Optional[int] = None):
         self.args, self.device, self.dtype, self.max_bytes = args, device, dtype, max_bytes

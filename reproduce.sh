@@ -8,14 +8,10 @@ cd "$(dirname "$0")"
 task=${1:-parity}
 shift || true
 py=${PYTHON:-python}
-# batch: problems decoded together. DP's 100 put a length's problems in one wave (scratchpad at
-# size 8: 42 s against 56 s with 64); parity's and addition's Re-Tuning chains run 30-40 contexts
-# deep, each holding a cache row: at 100, parity's evaluation once ran out of memory; at 64 it
-# peaks at 4.3 GB (recurse.py's cache pool; 6.4 GB before it grew a layer at a time)
 case "$task" in
-  parity)   lengths=5:40:5; batch=64 ;;
-  addition) lengths=5:30:5; batch=64 ;;
-  dp)       lengths=2:10;   batch=100 ;;
+  parity)   lengths=5:40:5 ;;
+  addition) lengths=5:30:5 ;;
+  dp)       lengths=2:10 ;;
   *) echo "error: unknown task '$task' (parity, addition or dp)" >&2; exit 2 ;;
 esac
 start=$(date +%s)
@@ -28,5 +24,8 @@ for method in baseline scratchpad retuning; do
   fi
 done
 echo "== evaluating"
-$py eval.py --task "$task" --lengths "$lengths" --samples 100 --batch-size "$batch" "$@"
+# --batch-size: problems decoded together, a length's 100 in one wave. Each problem holds one cache row
+# and its paused callers' caches, each as long as its own tokens (recurse.py): parity's evaluation
+# at 100 peaks at 1.6 GB, addition's at 1.2 GB (measured with /usr/bin/time -v)
+$py eval.py --task "$task" --lengths "$lengths" --samples 100 --batch-size 100 "$@"
 echo "== reproduce.sh $task: $(( $(date +%s) - start )) s in all"
