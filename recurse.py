@@ -143,18 +143,19 @@ class CachePool:
         a = self.args
         return 2 * (layers or a.n_layers) * rows * a.kv_heads * length * a.head_dim * self.cache.k[0].element_size()
 
-    def check_budget(self, need: int, what: str):
+    def check_budget(self, length: int, extra: int):
+        """Rows of `length` slots, the saved caches and `extra` bytes must fit the budget."""
+        need = self.nbytes(self.rows, length) + self.saved_bytes + extra
         if self.max_bytes is not None and need > self.max_bytes:
             raise CacheBudgetError(
-                f"the KV caches would grow to {what}, {need / 2**30:.1f} GiB, over their budget of "
-                f"{self.max_bytes / 2**30:.1f} GiB (3/4 of the RAM, or of a GPU's free memory): lower the "
-                f"batch size, the problems decoded together")
+                f"the KV caches would grow to {self.rows} rows x {length} tokens and the paused contexts' "
+                f"caches, {need / 2**30:.1f} GiB, over their budget of {self.max_bytes / 2**30:.1f} GiB (3/4 of "
+                f"the RAM, or of a GPU's free memory): lower the batch size, the problems decoded together")
 
     def save(self, row: int) -> list:
         """Copy out the filled slots of a row whose context pauses: its own cache, (k, v) per layer."""
         n = int(self.cache.lengths[row])
-        need = self.nbytes(self.rows, self.cache.max_len) + self.saved_bytes + self.nbytes(1, n)
-        self.check_budget(need, f"{self.rows} lanes x {self.cache.max_len} tokens and paused contexts' caches")
+        self.check_budget(self.cache.max_len, self.nbytes(1, n))
         self.saved_bytes += self.nbytes(1, n)
         return [(k[row, :, :n].clone(), v[row, :, :n].clone()) for k, v in zip(self.cache.k, self.cache.v)]
 
@@ -176,8 +177,7 @@ class CachePool:
 
     def resize(self, length: int):
         cache, R, S = self.cache, self.rows, self.cache.max_len
-        need = self.nbytes(R, length) + self.nbytes(R, S, layers=1) + self.saved_bytes  # + one old layer
-        self.check_budget(need, f"{R} lanes x {length} tokens (while copying) and paused contexts' caches")
+        self.check_budget(length, self.nbytes(R, S, layers=1))  # and one old layer, while it is copied
         for i in range(self.args.n_layers):  # layer by layer: an old one is freed as soon as it is copied
             for layers in (cache.k, cache.v):
                 new = torch.empty((R, self.args.kv_heads, length, self.args.head_dim),
