@@ -39,6 +39,13 @@ same function). Measured, not committed (addition 46% at 20 digits; parity and D
 not committed (parity keeps more than on the mixed corpus, addition keeps its gain):
 
     python base.py --from assets/tiny-llama --long-lists --context 0.3 --numbers --pairs --plain 0.5 --steps 3000 --lr 3e-4 --warmup 50 --seed 2
+
+`--dim --n-heads --n-kv-heads` give a new model another shape. A wider one (3.2M parameters),
+measured, not committed: its own drop is exact to 40 bits, but the calls tuned from it stop short
+(docs/RESULTS.md, section 4; about 3.3 hours and 1 hour on one thread):
+
+    python base.py --dim 256 --n-heads 8 --n-kv-heads 4 --long-lists --context 0.3 --numbers --pairs --plain 0.5 --steps 9000 --seed 0 --out out/wide --work out/wide-base
+    python base.py --from out/wide --long-lists --context 0.3 --numbers --pairs --plain 0.5 --steps 3000 --lr 5e-4 --warmup 50 --seed 1 --out out/wide2 --work out/wide2-base
 """
 import argparse
 import random
