@@ -115,23 +115,27 @@ class Attention(nn.Module):
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim)
         q, k = rope(q, rot), rope(k, rot)
         if kv is None:  # whole sequences from position 0: plain causal attention
-            k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, Hkv, T, D)
-            mask, causal = None, True
-        else:  # write the new keys into the cache rows, then attend over the filled slots
-            cache_k, cache_v, rows, span, mask = kv  # (R, Hkv, slots, D) for this layer; mask (B, 1, T, S)
-            cache_k[rows[:, None], :, pos] = k.to(cache_k.dtype)  # the (B, T) index pairs take (B, T, Hkv, D)
-            cache_v[rows[:, None], :, pos] = v.to(cache_v.dtype)
-            S = mask.shape[-1]
-            if span is not None:  # consecutive rows: read in place, no copy
-                k, v = cache_k[span, :, :S].type_as(q), cache_v[span, :, :S].type_as(q)  # (B, Hkv, S, D)
-            else:  # gather rows, each head's S slots one contiguous run: the fastest copy on a CPU
-                k, v = (c.flatten(2)[:, :, :S * self.head_dim].index_select(0, rows)
-                        .view(B, self.n_kv_heads, S, self.head_dim).type_as(q) for c in (cache_k, cache_v))
-            causal = False
-        q = q.transpose(1, 2)  # (B, H, T, D)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=self.n_kv_heads != self.n_heads)
-        return self.wo(out.transpose(1, 2).reshape(B, T, -1))  # (B, T, dim)
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                 is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads)
+            return self.wo(out.transpose(1, 2).reshape(B, T, -1))  # (B, T, dim)
+        cache_k, cache_v, rows, span, at, mask = kv  # (R, Hkv, slots, D) for this layer; mask (n, 1, g*T, S)
+        cache_k[rows[:, None], :, pos] = k.to(cache_k.dtype)  # the (B, T) index pairs take (B, T, Hkv, D)
+        cache_v[rows[:, None], :, pos] = v.to(cache_v.dtype)
+        S = mask.shape[-1]
+        if span is not None:  # rows first..last read in place, no copy; rows between get a zero query
+            k, v = cache_k[span, :, :S].type_as(q), cache_v[span, :, :S].type_as(q)  # (n, Hkv, S, D)
+            if at is not None:
+                q = q.new_zeros(k.shape[0], T, self.n_heads, self.head_dim).index_copy_(0, at, q)
+        else:  # gather rows, each head's S slots one contiguous run: the fastest copy on a CPU
+            k, v = (c.flatten(2)[:, :, :S * self.head_dim].index_select(0, rows)
+                    .view(B, self.n_kv_heads, S, self.head_dim).type_as(q) for c in (cache_k, cache_v))
+        n, Hkv, D = q.shape[0], self.n_kv_heads, self.head_dim
+        g = self.n_heads // Hkv
+        # the g query heads sharing a kv head as one query g*T long: one read of each key for all of them
+        q = q.view(n, T, Hkv, g, D).permute(0, 2, 3, 1, 4).reshape(n, Hkv, g * T, D)  # (n, Hkv, g*T, D)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (n, Hkv, g*T, D)
+        out = out.view(n, Hkv, g, T, D).permute(0, 3, 1, 2, 4).reshape(n, T, -1)  # (n, T, H*D)
+        return self.wo(out if at is None else out[at])  # (B, T, dim)
 
 
 class FeedForward(nn.Module):
@@ -158,10 +162,14 @@ class TransformerBlock(nn.Module):
         return h + self.feed_forward(self.ffn_norm(h))
 
 
-def consecutive(rows) -> Optional[slice]:
-    """Rows first, first + 1, ... (as a plain decoder's batch mostly is) as a slice: read in place."""
-    first, n = int(rows[0]), len(rows)
-    return slice(first, first + n) if torch.equal(rows, torch.arange(first, first + n, device=rows.device)) else None
+def in_place(rows, B: int):
+    """(span, at): read cache rows first..last as a slice when that is at most twice the rows a gather
+    would copy; `at` places each row in the span (None when the rows are exactly the span)."""
+    first, last = int(rows.min()), int(rows.max())
+    if last - first + 1 > 2 * B:
+        return None, None
+    at = rows - first
+    return slice(first, last + 1), None if torch.equal(at, torch.arange(B, device=rows.device)) else at
 
 
 class Transformer(nn.Module):
@@ -194,12 +202,16 @@ class Transformer(nn.Module):
             if S > cache.max_len:
                 raise ValueError(f"context longer than the cache's max_len={cache.max_len}")
             # explicit mask: is_causal would align top-left when T != S
-            mask = (torch.arange(S, device=tokens.device) <= pos[:, :, None])[:, None]  # (B, 1, T, S)
-            span = consecutive(rows)
+            mask = torch.arange(S, device=tokens.device) <= pos[:, :, None]  # (B, T, S)
+            span, at = in_place(rows, B)
+            if at is not None:  # rows between see every slot: finite, never NaN, and their output is dropped
+                mask = mask.new_ones(span.stop - span.start, T, S).index_copy_(0, at, mask)
+            g = self.args.n_heads // self.args.kv_heads
+            mask = mask.repeat(1, g, 1)[:, None]  # (n, 1, g*T, S): the query heads of a group stacked
         rot = rope_angles(pos, self.args.head_dim, self.args.rope_theta)  # once, for every layer
         h = self.tok_embeddings(tokens)  # (B, T, dim)
         for i, layer in enumerate(self.layers):
-            kv = None if cache is None else (cache.k[i], cache.v[i], rows, span, mask)
+            kv = None if cache is None else (cache.k[i], cache.v[i], rows, span, at, mask)
             if self.grad_checkpoint and self.training and cache is None:
                 h = checkpoint(layer, h, pos, rot, use_reentrant=False)
             else:

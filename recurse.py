@@ -119,7 +119,7 @@ class CachePool:
     active context; a paused caller's filled slots are copied out and kept, exactly as long as it
     is, until its callee returns and they are copied back. So memory follows the tokens held (no
     row per context stretched to the longest), and the contexts of one forward mostly sit in
-    consecutive rows, read in place. The lanes grow in length by half at a time (doubling would
+    rows close together, read in place (model.in_place). The lanes grow in length by half at a time (doubling would
     strand up to half of them), one layer at a time (the old layer is freed as the new one fills);
     lanes and saved caches together stop with a clear error before they would pass the budget."""
 
@@ -251,7 +251,7 @@ class Decoder:
 
     def forward(self, runs: list):
         """One forward over the active context of each run: each takes up to `chunk` pending tokens."""
-        runs = sorted(runs, key=lambda run: run.active.row)  # consecutive rows are read in place
+        runs = sorted(runs, key=lambda run: run.active.row)  # rows close together are read in place
         contexts = [run.active for run in runs]
         chunks = [ctx.pending[: self.chunk] for ctx in contexts]
         T = max(map(len, chunks))

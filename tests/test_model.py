@@ -59,17 +59,21 @@ def test_cache_rows_are_independent_and_padding_is_ignored():
         assert torch.allclose(step[0, -1], model(torch.cat([b, nxt], 1))[0, -1], atol=1e-5)
 
 
-def test_consecutive_rows_read_in_place_give_the_same_logits_as_gathered_rows():
-    """Contexts in rows 1, 2, 3 are read as a slice of the cache; in rows 3, 1, 2 they are gathered."""
+def test_rows_read_in_place_give_the_same_logits_as_gathered_rows():
+    """Contexts in rows 1, 2, 3 are read as a slice of the cache; in rows 1, 3, 4 as a slice whose row 2
+    gets a zero query; in rows 9, 0, 4 (a span over twice as long as the rows) they are gathered."""
     model = tiny_model(n_kv_heads=2)
     tokens, n_new = torch.randint(0, 96, (3, 8)), torch.tensor([7, 5, 6])
     logits = []
     with torch.no_grad():
-        for rows in (torch.tensor([1, 2, 3]), torch.tensor([3, 1, 2])):
-            cache = KVCache(model.args, n_rows=5, max_len=32)
-            model(tokens[:, :7], cache, rows=rows, n_new=n_new)
-            logits.append(model(tokens[:, 7:], cache, rows=rows))
-    assert torch.equal(logits[0], logits[1])
+        for rows in (torch.tensor([1, 2, 3]), torch.tensor([1, 3, 4]), torch.tensor([9, 0, 4])):
+            cache = KVCache(model.args, n_rows=10, max_len=32)
+            cache.k[0][2].fill_(1e30)  # a row between, never written: finite garbage must not leak in
+            first = model(tokens[:, :7], cache, rows=rows, n_new=n_new)
+            logits.append(torch.cat([first, model(tokens[:, 7:], cache, rows=rows)], 1))
+    assert torch.equal(logits[0], logits[1]) and torch.equal(logits[0], logits[2])
+    full = model(tokens[:1])  # row 0 took all 8 tokens: same as a plain forward
+    assert torch.allclose(logits[0][0], full[0], atol=1e-5)
 
 
 def test_cache_overflow_is_an_error():
