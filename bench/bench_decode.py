@@ -9,6 +9,7 @@ decoder's shapes (one token per problem in flight: what skinny matmuls attain), 
 whose speed swings treats them alike; medians are reported.
 
     python bench/bench_decode.py --threads 1          # parity Re-Tuning, 32 problems of size 30
+    python bench/bench_decode.py --threads 1 --problems 100 --batch-size 100   # as reproduce.sh decodes
     python bench/bench_decode.py --task addition --length 20 --problems 64 --batch-size 64
 
 The model is out/<task>-retuning if train.py made it; otherwise the embedded tiny LLaMA steered by
