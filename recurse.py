@@ -10,7 +10,9 @@ caller after every return; `reencode=True` does that too, for bench/bench_recurs
 
 Many problems decode together: each step runs the active context of every unfinished problem,
 those taking in the one token just generated in one forward, those taking in a prompt or a
-return in another (so a long chunk never pads the one-token rows).
+return in another (so a long chunk never pads the one-token rows). Attention reads every row of a
+forward up to its longest context, so each of the two is split by context length where that spares
+more reading than a forward costs (`split_by_length`).
 Baseline and scratchpad use the same loop with calls turned off. train.py and eval.py call
 `solve_problems`; the call/return protocol itself lives in tasks.py.
 
@@ -192,10 +194,13 @@ class Decoder:
     """Greedy decoding of many problems at once; with `recursive`, Re-Tuning's calls and returns."""
 
     def __init__(self, model, tokenizer, task: str, recursive: bool, limits: Limits,
-                 reencode: bool = False, chunk: int = 64):
+                 reencode: bool = False, chunk: int = 64, split_slots: int = 4096):
         self.model, self.tokenizer, self.task = model, tokenizer, task
         self.recursive, self.limits, self.reencode = recursive, limits, reencode
         self.chunk = chunk  # at most this many tokens of a prompt or return per forward: less padding
+        # the longest contexts get a forward of their own when that spares reading this many cache
+        # slots (rows x slots): about a forward's fixed cost on a CPU here (docs/RESULTS.md section 7)
+        self.split_slots = split_slots
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.pool = None
@@ -246,8 +251,8 @@ class Decoder:
         one = [run for run in runs if len(run.active.pending) == 1]
         many = [run for run in runs if len(run.active.pending) > 1]
         for group in (one, many):
-            if group:
-                self.forward(group)
+            for part in split_by_length(group, self.chunk, self.split_slots):
+                self.forward(part)
 
     def forward(self, runs: list):
         """One forward over the active context of each run: each takes up to `chunk` pending tokens."""
@@ -344,6 +349,21 @@ class Decoder:
         self.pool.give_back(run.active.row)
 
 
+def split_by_length(runs: list, chunk: int, min_saving: int) -> list:
+    """The runs of one step in groups, one forward each, shortest contexts first: a group is cut in
+    two where its shorter part then reads at least `min_saving` fewer cache slots (rows x slots)
+    than if padded to the longest context, and each part again, as long as that holds."""
+    def end(run):  # its context's length after this forward
+        return len(run.active.fed) + min(len(run.active.pending), chunk)
+    runs = sorted(runs, key=end)
+    ends = [end(run) for run in runs]
+    # the k shortest would read up to ends[k - 1] instead of ends[-1]
+    saving, k = max(((k * (ends[-1] - ends[k - 1]), k) for k in range(1, len(runs))), default=(0, 0))
+    if saving < min_saving:
+        return [runs] if runs else []
+    return split_by_length(runs[:k], chunk, min_saving) + split_by_length(runs[k:], chunk, min_saving)
+
+
 def chain(ctx: Optional[Context]):
     """A context and its callers, up to the top."""
     while ctx is not None:
@@ -387,7 +407,7 @@ def outcome(task: str, method: str, problem, run: Run) -> Outcome:
 
 def solve_problems(model, tokenizer, task: str, method: str, problems: list, batch_size: int = 32,
                    limits: Optional[Limits] = None, progress: Optional[Callable] = None,
-                   reencode: bool = False) -> list:
+                   reencode: bool = False, split_slots: int = 4096) -> list:
     """Greedy outcomes of `problems`, `batch_size` decoded together. Re-Tuning recurses; the other
     methods generate plainly. `progress(1)` is called as each problem finishes."""
     if batch_size < 1:
@@ -397,6 +417,6 @@ def solve_problems(model, tokenizer, task: str, method: str, problems: list, bat
         return []
     decoder = Decoder(model, tokenizer, task, recursive=method == "retuning",
                       limits=limits or Limits.fitting(tokenizer, task, method, max(map(len, problems))),
-                      reencode=reencode)
+                      reencode=reencode, split_slots=split_slots)
     runs = decoder.solve(prompts, batch_size, progress)
     return [outcome(task, method, problem, run) for problem, run in zip(problems, runs)]

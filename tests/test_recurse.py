@@ -12,7 +12,7 @@ import torch.nn as nn
 import tasks
 from conftest import tiny_model
 from model import ModelArgs
-from recurse import CacheBudgetError, CachePool, Limits, memory_budget, solve_problems
+from recurse import CacheBudgetError, CachePool, Context, Limits, Run, memory_budget, solve_problems, split_by_length
 from train import encode_pair
 
 
@@ -223,6 +223,51 @@ def test_one_token_steps_are_never_padded_to_a_chunk(tok):
     assert all(o.correct for o in outcomes) and sum(o.calls for o in outcomes) > 6
     assert any(T == 1 for T, _ in shapes) and any(T > 1 for T, _ in shapes)
     assert all(T == 1 or min(n_new) > 1 for T, n_new in shapes)
+
+
+def run_of(fed: int, pending: int) -> Run:
+    ctx = Context("", 0, 0, None, pending=[1] * pending, fed=[1] * fed)
+    return Run(0, ctx, ctx)
+
+
+def test_the_longest_contexts_get_a_forward_of_their_own():
+    ends = lambda groups: [[len(r.active.fed) + min(len(r.active.pending), 64) for r in g] for g in groups]  # noqa: E731
+    runs = [run_of(10, 1) for _ in range(9)] + [run_of(200, 1)]
+    assert ends(split_by_length(runs, 64, min_saving=1000)) == [[11] * 9, [201]]  # spares 9 x 190 slots
+    assert ends(split_by_length(runs, 64, min_saving=2000)) == [[11] * 9 + [201]]  # not worth a forward
+    assert ends(split_by_length([run_of(50, 1)] * 5, 64, min_saving=1)) == [[51] * 5]
+    three = [run_of(n, 1) for n in (299, 9, 99) for _ in range(5)]  # each part is split again
+    assert ends(split_by_length(three, 64, min_saving=400)) == [[10] * 5, [100] * 5, [300] * 5]
+    assert ends(split_by_length(three, 64, min_saving=1001)) == [[10] * 5 + [100] * 5, [300] * 5]
+    # a prompt counts one chunk: 100 pending tokens add 64 slots to this forward's row
+    assert ends(split_by_length([run_of(0, 100), run_of(0, 10), run_of(0, 10)], 64, min_saving=100)) == [[10, 10], [64]]
+    assert split_by_length([], 64, min_saving=1) == []
+
+
+@pytest.mark.parametrize("method", ["retuning", "scratchpad"])
+def test_split_forwards_change_no_output(tok, method):
+    """Contexts of mixed lengths, split into forwards at every saving, decode as one at a time."""
+    forwards = []
+
+    class Counting(nn.Module):
+        def __init__(self, real):
+            super().__init__()
+            self.real, self.args = real, real.args
+
+        def forward(self, tokens, cache=None, rows=None, n_new=None):
+            forwards[-1] += 1
+            return self.real(tokens, cache, rows=rows, n_new=n_new)
+
+    model = tiny_model(vocab_size=tok.n_words)
+    problems = random_problems(random.Random(3), 6)
+    limits = Limits(max_new_tokens=24)
+    one = solve_problems(model, tok, "parity", method, problems, batch_size=1, limits=limits)
+    for split_slots in (10**9, 1):  # never split, split at any saving
+        forwards.append(0)
+        outcomes = solve_problems(Counting(model), tok, "parity", method, problems, batch_size=6,
+                                  limits=limits, split_slots=split_slots)
+        assert [(o.output, o.tokens, o.failure) for o in one] == [(o.output, o.tokens, o.failure) for o in outcomes]
+    assert forwards[1] > forwards[0]
 
 
 def test_steered_real_model_recurses_the_same_batched(tok):
