@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from itertools import accumulate
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -351,16 +352,25 @@ class Decoder:
 
 def split_by_length(runs: list, chunk: int, min_saving: int) -> list:
     """The runs of one step in groups, one forward each, shortest contexts first: a group is cut in
-    two where its shorter part then reads at least `min_saving` fewer cache slots (rows x slots)
-    than if padded to the longest context, and each part again, as long as that holds."""
+    two where its two parts then read at least `min_saving` fewer cache slots (rows x slots) than
+    the whole group, padded to its longest context, would; and each part again, as long as that holds."""
     def end(run):  # its context's length after this forward
         return len(run.active.fed) + min(len(run.active.pending), chunk)
     runs = sorted(runs, key=end)
-    ends = [end(run) for run in runs]
-    # the k shortest would read up to ends[k - 1] instead of ends[-1]
-    saving, k = max(((k * (ends[-1] - ends[k - 1]), k) for k in range(1, len(runs))), default=(0, 0))
-    if saving < min_saving:
+    if len(runs) < 2:
         return [runs] if runs else []
+    ends, rows = [end(run) for run in runs], [run.active.row for run in runs]
+
+    def read(n, lo, hi, S):  # model.in_place reads rows lo..hi in place, or gathers them (a copy, as costly)
+        return min(hi - lo + 1, 2 * n) * S
+
+    low, high = list(accumulate(rows, min)), list(accumulate(rows, max))  # of the k shortest
+    low_after, high_after = (list(accumulate(rows[::-1], f))[::-1] for f in (min, max))  # of the rest
+    B = len(runs)
+    parts, k = min((read(k, low[k - 1], high[k - 1], ends[k - 1]) +
+                    read(B - k, low_after[k], high_after[k], ends[-1]), k) for k in range(1, B))
+    if read(B, low[-1], high[-1], ends[-1]) - parts < min_saving:
+        return [runs]
     return split_by_length(runs[:k], chunk, min_saving) + split_by_length(runs[k:], chunk, min_saving)
 
 

@@ -225,22 +225,28 @@ def test_one_token_steps_are_never_padded_to_a_chunk(tok):
     assert all(T == 1 or min(n_new) > 1 for T, n_new in shapes)
 
 
-def run_of(fed: int, pending: int) -> Run:
-    ctx = Context("", 0, 0, None, pending=[1] * pending, fed=[1] * fed)
+def run_of(fed: int, pending: int, row: int) -> Run:
+    ctx = Context("", 0, row, None, pending=[1] * pending, fed=[1] * fed)
     return Run(0, ctx, ctx)
 
 
 def test_the_longest_contexts_get_a_forward_of_their_own():
     ends = lambda groups: [[len(r.active.fed) + min(len(r.active.pending), 64) for r in g] for g in groups]  # noqa: E731
-    runs = [run_of(10, 1) for _ in range(9)] + [run_of(200, 1)]
-    assert ends(split_by_length(runs, 64, min_saving=1000)) == [[11] * 9, [201]]  # spares 9 x 190 slots
+    runs = [run_of(10, 1, row) for row in range(9)] + [run_of(200, 1, 9)]
+    assert ends(split_by_length(runs, 64, min_saving=1000)) == [[11] * 9, [201]]  # spares 10 x 201 - 9 x 11 - 201
     assert ends(split_by_length(runs, 64, min_saving=2000)) == [[11] * 9 + [201]]  # not worth a forward
-    assert ends(split_by_length([run_of(50, 1)] * 5, 64, min_saving=1)) == [[51] * 5]
-    three = [run_of(n, 1) for n in (299, 9, 99) for _ in range(5)]  # each part is split again
+    assert ends(split_by_length([run_of(50, 1, row) for row in range(5)], 64, min_saving=1)) == [[51] * 5]
+    three = [run_of(n, 1, row) for row, n in enumerate([9] * 5 + [99] * 5 + [299] * 5)]  # each part split again
     assert ends(split_by_length(three, 64, min_saving=400)) == [[10] * 5, [100] * 5, [300] * 5]
-    assert ends(split_by_length(three, 64, min_saving=1001)) == [[10] * 5 + [100] * 5, [300] * 5]
+    assert ends(split_by_length(three, 64, min_saving=1500)) == [[10] * 5 + [100] * 5, [300] * 5]
     # a prompt counts one chunk: 100 pending tokens add 64 slots to this forward's row
-    assert ends(split_by_length([run_of(0, 100), run_of(0, 10), run_of(0, 10)], 64, min_saving=100)) == [[10, 10], [64]]
+    prompts = [run_of(0, 100, 0), run_of(0, 10, 1), run_of(0, 10, 2)]
+    assert ends(split_by_length(prompts, 64, min_saving=100)) == [[10, 10], [64]]
+    # long rows between short ones: the long ones' forward reads the short rows too (model.in_place), so
+    # a split spares 10 x 201 - 8 x 11 (4 short rows gathered) - 8 x 201 (rows 1 to 8 in place) = 314
+    between = [run_of(10 if row % 3 == 0 else 200, 1, row) for row in range(10)]
+    assert len(split_by_length(between, 64, min_saving=300)) == 2
+    assert len(split_by_length(between, 64, min_saving=315)) == 1
     assert split_by_length([], 64, min_saving=1) == []
 
 
