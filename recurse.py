@@ -199,8 +199,9 @@ class Decoder:
         self.model, self.tokenizer, self.task = model, tokenizer, task
         self.recursive, self.limits, self.reencode = recursive, limits, reencode
         self.chunk = chunk  # at most this many tokens of a prompt or return per forward: less padding
-        # the longest contexts get a forward of their own when that spares reading this many cache
-        # slots (rows x slots): about a forward's fixed cost on a CPU here (docs/RESULTS.md section 7)
+        # contexts of very different lengths go in separate forwards when that spares reading this many
+        # cache slots (rows x slots): a forward's fixed cost on this CPU (docs/RESULTS.md section 7); a
+        # GPU reads faster for the same fixed cost, so there a larger value fits (outputs are the same)
         self.split_slots = split_slots
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
@@ -361,7 +362,7 @@ def split_by_length(runs: list, chunk: int, min_saving: int) -> list:
         return [runs] if runs else []
     ends, rows = [end(run) for run in runs], [run.active.row for run in runs]
 
-    def read(n, lo, hi, S):  # model.in_place reads rows lo..hi in place, or gathers them (a copy, as costly)
+    def read(n, lo, hi, S):  # n rows in lo..hi, as model.in_place reads them: the slice, or a gather (~2n)
         return min(hi - lo + 1, 2 * n) * S
 
     low, high = list(accumulate(rows, min)), list(accumulate(rows, max))  # of the k shortest
