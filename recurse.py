@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from itertools import accumulate
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Callable, Optional
 
 import torch

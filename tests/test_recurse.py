@@ -204,20 +204,22 @@ def test_batched_equals_one_at_a_time_on_a_real_model(tok, method):
     assert [(o.output, o.tokens, o.failure) for o in one] == [(o.output, o.tokens, o.failure) for o in many]
 
 
+class Recording(nn.Module):
+    """A real model that records each forward's (T, n_new) in `shapes`."""
+
+    def __init__(self, real, shapes: list):
+        super().__init__()
+        self.real, self.args, self.shapes = real, real.args, shapes
+
+    def forward(self, tokens, cache=None, rows=None, n_new=None):
+        self.shapes.append((tokens.shape[1], n_new.tolist()))
+        return self.real(tokens, cache, rows=rows, n_new=n_new)
+
+
 def test_one_token_steps_are_never_padded_to_a_chunk(tok):
     """A context taking in one token shares no forward with one taking in a prompt or return."""
     shapes = []
-
-    class Recording(nn.Module):
-        def __init__(self, real):
-            super().__init__()
-            self.real, self.args = real, real.args
-
-        def forward(self, tokens, cache=None, rows=None, n_new=None):
-            shapes.append((tokens.shape[1], n_new.tolist()))
-            return self.real(tokens, cache, rows=rows, n_new=n_new)
-
-    model = oracle_model(tok, "parity", real=Recording(tiny_model(vocab_size=tok.n_words)))
+    model = oracle_model(tok, "parity", real=Recording(tiny_model(vocab_size=tok.n_words), shapes))
     problems = random_problems(random.Random(2), 6)
     outcomes = solve_problems(model, tok, "parity", "retuning", problems, batch_size=4)
     assert all(o.correct for o in outcomes) and sum(o.calls for o in outcomes) > 6
@@ -254,26 +256,16 @@ def test_the_longest_contexts_get_a_forward_of_their_own():
 def test_split_forwards_change_no_output(tok, method):
     """Contexts of mixed lengths, split into forwards at every saving, decode as one at a time."""
     forwards = []
-
-    class Counting(nn.Module):
-        def __init__(self, real):
-            super().__init__()
-            self.real, self.args = real, real.args
-
-        def forward(self, tokens, cache=None, rows=None, n_new=None):
-            forwards[-1] += 1
-            return self.real(tokens, cache, rows=rows, n_new=n_new)
-
     model = tiny_model(vocab_size=tok.n_words)
     problems = random_problems(random.Random(3), 6)
     limits = Limits(max_new_tokens=24)
     one = solve_problems(model, tok, "parity", method, problems, batch_size=1, limits=limits)
     for split_slots in (10**9, 1):  # never split, split at any saving
-        forwards.append(0)
-        outcomes = solve_problems(Counting(model), tok, "parity", method, problems, batch_size=6,
+        forwards.append([])
+        outcomes = solve_problems(Recording(model, forwards[-1]), tok, "parity", method, problems, batch_size=6,
                                   limits=limits, split_slots=split_slots)
         assert [(o.output, o.tokens, o.failure) for o in one] == [(o.output, o.tokens, o.failure) for o in outcomes]
-    assert forwards[1] > forwards[0]
+    assert len(forwards[1]) > len(forwards[0])
 
 
 def test_steered_real_model_recurses_the_same_batched(tok):
