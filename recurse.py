@@ -68,6 +68,30 @@ class Outcome:
     depth: int  # deepest nesting reached (0: no call)
 
 
+class Lookup:
+    """Prompt lookup (Saxena 2023, "Prompt Lookup Decoding"): guess that a context goes on the way
+    it went on after the first earlier occurrence of its last `n` tokens, and keep copying from there
+    while the copy holds. Re-Tuning copies a lot: a call line restates its caller's problem, one
+    step smaller. The model checks each guess in the forward that feeds it (Decoder.take), so
+    the outputs are greedy decoding's; a right guess only spares a forward."""
+
+    def __init__(self, n: int = 3):
+        self.n, self.tokens = n, []  # every token the context has queued, in order
+        self.first = {}  # n tokens -> the index of the token after their first occurrence
+        self.at = None  # the index of the token the copy being followed says comes next, if any
+
+    def extend(self, tokens: list):
+        for token in tokens:
+            follows = self.at is not None and self.tokens[self.at] == token
+            self.tokens.append(token)
+            if len(self.tokens) > self.n:
+                self.first.setdefault(tuple(self.tokens[-self.n - 1:-1]), len(self.tokens) - 1)
+            self.at = self.at + 1 if follows else self.first.get(tuple(self.tokens[-self.n:]))
+
+    def guess(self, k: int) -> list:
+        return [] if self.at is None else self.tokens[self.at:self.at + k]
+
+
 @dataclass(eq=False)
 class Context:
     """The top prompt or one sub-call. While active it is in its problem's row of the cache pool;
@@ -84,6 +108,12 @@ class Context:
     generated: int = 0
     output: str = ""  # the text after the prompt: steps and returns
     parts: list = field(default_factory=list)  # output texts and child contexts in order (the trace)
+    lookup: Lookup = field(default_factory=Lookup)  # its tokens so far, to guess the next ones
+
+    def queue(self, tokens: list):
+        """Tokens to run next, in the order the context reads them."""
+        self.pending += tokens
+        self.lookup.extend(tokens)
 
 
 @dataclass(eq=False)
@@ -155,9 +185,9 @@ class CachePool:
                 f"caches, {need / 2**30:.1f} GiB, over their budget of {self.max_bytes / 2**30:.1f} GiB (3/4 of "
                 f"the RAM, or of a GPU's free memory): lower the batch size, the problems decoded together")
 
-    def save(self, row: int) -> list:
-        """Copy out the filled slots of a row whose context pauses: its own cache, (k, v) per layer."""
-        n = int(self.cache.lengths[row])
+    def save(self, row: int, n: int) -> list:
+        """Copy out the first n slots (the filled ones) of a row whose context pauses: its own cache,
+        (k, v) per layer."""
         self.check_budget(self.cache.max_len, self.nbytes(1, n))
         self.saved_bytes += self.nbytes(1, n)
         return [(k[row, :, :n].clone(), v[row, :, :n].clone()) for k, v in zip(self.cache.k, self.cache.v)]
@@ -195,7 +225,7 @@ class Decoder:
     """Greedy decoding of many problems at once; with `recursive`, Re-Tuning's calls and returns."""
 
     def __init__(self, model, tokenizer, task: str, recursive: bool, limits: Limits,
-                 reencode: bool = False, chunk: int = 64, split_slots: int = 4096):
+                 reencode: bool = False, chunk: int = 64, split_slots: int = 4096, guesses: int = 0):
         self.model, self.tokenizer, self.task = model, tokenizer, task
         self.recursive, self.limits, self.reencode = recursive, limits, reencode
         self.chunk = chunk  # at most this many tokens of a prompt or return per forward: less padding
@@ -203,6 +233,9 @@ class Decoder:
         # cache slots (rows x slots): a forward's fixed cost on this CPU (docs/RESULTS.md section 7); a
         # GPU reads faster for the same fixed cost, so there a larger value fits (outputs are the same)
         self.split_slots = split_slots
+        if not 0 <= guesses < chunk:
+            raise ValueError(f"guesses must be from 0 to chunk - 1 = {chunk - 1}, got {guesses}")
+        self.guesses = guesses  # tokens each context may guess ahead per step (its Lookup), 0: none
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.pool = None
@@ -236,7 +269,9 @@ class Decoder:
 
     def open(self, prompt: str, depth: int, parent: Optional[Context], row: int) -> Context:
         self.pool.cache.reset([row])
-        return Context(prompt, depth, row, parent, pending=self.tokenizer.encode(prompt))
+        ctx = Context(prompt, depth, row, parent, pending=[])
+        ctx.queue(self.tokenizer.encode(prompt))
+        return ctx
 
     def check(self, run: Run):
         """Fail a run before its next tokens would break a size limit."""
@@ -248,41 +283,77 @@ class Decoder:
 
     def step(self, runs: list):
         """Advance the active context of every run: contexts taking in one token (the one just
-        generated) share one forward, contexts taking in a prompt or a return another, so one long
-        chunk does not pad every one-token row to its length."""
+        generated) share one forward, those of them that guess ahead another, and contexts taking in
+        a prompt or a return a third, so one long chunk does not pad every one-token row to its length."""
         one = [run for run in runs if len(run.active.pending) == 1]
         many = [run for run in runs if len(run.active.pending) > 1]
-        for group in (one, many):
+        guesses = self.guesses_of(one)
+        plain = [run for run in one if run not in guesses]
+        for group in (plain, list(guesses), many):
             for part in split_by_length(group, self.chunk, self.split_slots):
-                self.forward(part)
+                self.forward(part, guesses)
 
-    def forward(self, runs: list):
-        """One forward over the active context of each run: each takes up to `chunk` pending tokens."""
+    def guesses_of(self, runs: list) -> dict:
+        """{run: its guess} for the one-token runs whose Lookup has one, if they are at least half of
+        them, else none: their forward pays for itself only when it takes most rows out of the one-token
+        forward, whose attention reads its rows' whole span anyway (model.in_place)."""
+        guesses = {run: run.active.lookup.guess(self.guesses) for run in runs} if self.guesses else {}
+        guesses = {run: guess for run, guess in guesses.items() if guess}
+        return guesses if 2 * len(guesses) >= len(runs) else {}
+
+    def forward(self, runs: list, guesses: dict):
+        """One forward over the active context of each run: each takes up to `chunk` pending tokens,
+        then its guesses, if it has any."""
         runs = sorted(runs, key=lambda run: run.active.row)  # rows close together are read in place
         contexts = [run.active for run in runs]
-        chunks = [ctx.pending[: self.chunk] for ctx in contexts]
+        sure = [ctx.pending[: self.chunk] for ctx in contexts]
+        chunks = [c + guesses.get(run, []) for run, c in zip(runs, sure)]
         T = max(map(len, chunks))
         # right padding is written past each row's end too, so every row needs T free slots
         longest = max(len(ctx.fed) for ctx in contexts)
         self.pool.fit(longest + T, cap=self.limits.max_context_tokens + self.chunk)
         tokens = torch.tensor([c + [0] * (T - len(c)) for c in chunks], device=self.device)  # (B, T)
         rows = torch.tensor([ctx.row for ctx in contexts], device=self.device)  # (B,)
-        n_new = torch.tensor([len(c) for c in chunks], device=self.device)  # (B,)
+        # the lengths move past the sure tokens only: a guess's slot is filled, but counts once it proves right
+        n_new = torch.tensor([len(c) for c in sure], device=self.device)  # (B,)
         logits = self.model(tokens, self.pool.cache, rows=rows, n_new=n_new)  # (B, T, vocab)
-        last = logits[torch.arange(len(runs), device=self.device), n_new - 1]  # (B, vocab)
-        for run, ctx, chunk, token in zip(runs, contexts, chunks, last.argmax(-1).tolist()):
-            ctx.fed += chunk
-            del ctx.pending[: len(chunk)]
-            run.tokens += len(chunk)
-            if not ctx.pending:  # all of it is in: the last logits give the next token
-                self.advance(run, token)
+        picks = logits.argmax(-1).tolist()  # (B, T): the model's next token after each position
+        took = []
+        for run, ctx, chunk, n, pick in zip(runs, contexts, chunks, n_new.tolist(), picks):
+            ctx.fed += chunk[:n]
+            del ctx.pending[:n]
+            run.tokens += n
+            if not ctx.pending and self.take(run, chunk[n:], pick[n - 1:]):  # the last sure logits: the next token
+                took.append((ctx.row, len(ctx.fed)))
+        if took:  # slots past a row's length are never read; the next token overwrites them
+            rows, lengths = (torch.tensor(x, device=self.device) for x in zip(*took))
+            self.pool.cache.lengths[rows] = lengths
+
+    def take(self, run: Run, guess: list, picks: list) -> bool:
+        """Advance by picks[0], the model's token after the last sure one; while the guess fed after that
+        was the model's own pick, by its pick after the guess too. True if a guessed token was taken and
+        the context is still active (its row's length must then move past it)."""
+        ctx = run.active
+        for i, token in enumerate(picks[: len(guess) + 1]):
+            self.advance(run, token)
+            if run.done or run.active is not ctx:  # its end, a call, or a guard
+                return False
+            if i == len(guess) or token != guess[i]:  # the guesses after a wrong one saw the wrong token
+                return i > 0
+            self.check(run)  # the guards, as the next step would check them before feeding the token
+            if run.done:
+                return False
+            ctx.fed += ctx.pending  # the guess was right: the token is in its slot already
+            ctx.pending = []
+            run.tokens += 1
+        raise AssertionError("picks must cover every guess")
 
     def advance(self, run: Run, token: int):
         ctx = run.active
         if token == self.tokenizer.eos_id:  # never fed: the context is over
             return self.finish(run)
         ctx.step.append(token)
-        ctx.pending = [token]  # fed with the next forward (or, after a call line, with the return)
+        ctx.queue([token])  # fed with the next forward (or, after a call line, with the return)
         ctx.generated += 1
         run.generated += 1
         if ctx.generated > self.limits.max_new_tokens:
@@ -314,7 +385,7 @@ class Decoder:
             # greedy decoding is deterministic: that context would replay, calling this one again
             return self.fail(run, f"cycle: a call repeats a problem already on its chain: {sub_prompt[:200]!r}")
         run.calls += 1
-        parent.saved = self.pool.save(parent.row)  # the callee takes over the row
+        parent.saved = self.pool.save(parent.row, len(parent.fed))  # the callee takes over the row
         child = self.open(prompt, parent.depth + 1, parent, parent.row)
         parent.parts.append(child)
         run.active, run.depth = child, max(run.depth, child.depth)
@@ -338,7 +409,7 @@ class Decoder:
         else:
             self.pool.restore(parent.row, parent.saved)
         parent.saved = None
-        parent.pending += self.tokenizer.encode(text)  # after the call line's last token
+        parent.queue(self.tokenizer.encode(text))  # after the call line's last token
 
     def fail(self, run: Run, reason: str):
         ctx = run.active
@@ -418,9 +489,12 @@ def outcome(task: str, method: str, problem, run: Run) -> Outcome:
 
 def solve_problems(model, tokenizer, task: str, method: str, problems: list, batch_size: int = 32,
                    limits: Optional[Limits] = None, progress: Optional[Callable] = None,
-                   reencode: bool = False, split_slots: int = 4096) -> list:
+                   reencode: bool = False, split_slots: int = 4096, guesses: Optional[int] = None) -> list:
     """Greedy outcomes of `problems`, `batch_size` decoded together. Re-Tuning recurses; the other
-    methods generate plainly. `progress(1)` is called as each problem finishes."""
+    methods generate plainly. `progress(1)` is called as each problem finishes. `guesses`: tokens a
+    context may guess ahead per step; by default 4 for Re-Tuning, whose call lines copy their caller's
+    problem, and none for the others, whose long scratchpads measured slower with guesses (docs/RESULTS.md
+    section 7). Outputs are the same either way."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     prompts = [tasks.inference_prompt(task, method, problem) for problem in problems]
@@ -428,6 +502,7 @@ def solve_problems(model, tokenizer, task: str, method: str, problems: list, bat
         return []
     decoder = Decoder(model, tokenizer, task, recursive=method == "retuning",
                       limits=limits or Limits.fitting(tokenizer, task, method, max(map(len, problems))),
-                      reencode=reencode, split_slots=split_slots)
+                      reencode=reencode, split_slots=split_slots,
+                      guesses=(4 if method == "retuning" else 0) if guesses is None else guesses)
     runs = decoder.solve(prompts, batch_size, progress)
     return [outcome(task, method, problem, run) for problem, run in zip(problems, runs)]

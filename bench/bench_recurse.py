@@ -47,10 +47,12 @@ class Steered(nn.Module):
         start = time.perf_counter()
         store = cache.k[-1]  # (rows, kv_heads, slots, head_dim): a token id's 4 hex digits at [row, 0, position, :4]
         hex_shifts = torch.tensor([0, 4, 8, 12], device=tokens.device)  # digits of 0-15: exact even in bf16
+        T = tokens.shape[1]
         for b, (row, n, first) in enumerate(zip(rows.tolist(), n_new.tolist(), starts)):
-            store[row, 0, first:first + n, :4] = ((tokens[b, :n, None] >> hex_shifts) & 15).to(store.dtype)
-            history = (store[row, 0, :first + n, :4].long() << hex_shifts).sum(-1).tolist()
-            logits[b, n - 1, self.gold_token(history)] = logits[b, n - 1].max() + 1
+            store[row, 0, first:first + T, :4] = ((tokens[b, :, None] >> hex_shifts) & 15).to(store.dtype)
+            history = (store[row, 0, :first + T, :4].long() << hex_shifts).sum(-1).tolist()
+            for i in range(n - 1, T):  # past the n real tokens: the decoder's guesses (or padding)
+                logits[b, i, self.gold_token(history[:first + i + 1])] = logits[b, i].max() + 1
         self.oracle_seconds += time.perf_counter() - start
         return logits
 

@@ -12,7 +12,8 @@ import torch.nn as nn
 import tasks
 from conftest import tiny_model
 from model import ModelArgs
-from recurse import CacheBudgetError, CachePool, Context, Limits, Run, memory_budget, solve_problems, split_by_length
+from recurse import (CacheBudgetError, CachePool, Context, Limits, Lookup, Run, memory_budget, solve_problems,
+                     split_by_length)
 from train import encode_pair
 
 
@@ -52,11 +53,13 @@ class ScriptedModel(nn.Module):
         self.rows_used.update(rows.tolist())
         store = cache.k[-1]  # (rows, 1+, slots, head_dim >= 4): a token id's 4 hex digits at [row, 0, position, :4]
         logits = torch.zeros(*tokens.shape, self.tokenizer.n_words)
+        T = tokens.shape[1]
         for b, (row, n, start) in enumerate(zip(rows.tolist(), n_new.tolist(), starts)):
-            store[row, 0, start:start + n, :4] = ((tokens[b, :n, None] >> HEX) & 15).to(store.dtype)  # exact in bf16
-            history = (store[row, 0, :start + n, :4].long() << HEX).sum(-1).tolist()
-            self.seen.append((history, None if self.real is None else real_logits[b, n - 1].clone()))
-            logits[b, n - 1, self.next_token(history)] = 1.0
+            store[row, 0, start:start + T, :4] = ((tokens[b, :, None] >> HEX) & 15).to(store.dtype)  # exact in bf16
+            history = (store[row, 0, :start + T, :4].long() << HEX).sum(-1).tolist()
+            self.seen.append((history[:start + n], None if self.real is None else real_logits[b, n - 1].clone()))
+            for i in range(n - 1, T):  # past the n real tokens: the decoder's guesses (or padding)
+                logits[b, i, self.next_token(history[:start + i + 1])] = 1.0
         return logits
 
     def next_token(self, history):
@@ -175,12 +178,16 @@ SMALL = Limits(max_depth=6, max_calls=8, max_new_tokens=40, max_context_tokens=2
 ])
 def test_runaway_models_end_with_the_reason(tok, script, limits, reason):
     problems = problems_of("parity", [5, 2, 8])
-    outcomes = solve_problems(ScriptedModel(tok, script), tok, "parity", "retuning", problems,
-                              batch_size=2, limits=limits)
-    for out in outcomes:
-        assert not out.correct and out.failure.startswith(reason), out.failure
-        assert out.trace.endswith(f"!! {out.failure}")
-        assert out.tokens <= limits.max_total_tokens
+    ends = []
+    for guesses in (4, 0):  # a runaway repeats itself, so its guesses come true: the guards hold all the same
+        outcomes = solve_problems(ScriptedModel(tok, script), tok, "parity", "retuning", problems,
+                                  batch_size=2, limits=limits, guesses=guesses)
+        for out in outcomes:
+            assert not out.correct and out.failure.startswith(reason), out.failure
+            assert out.trace.endswith(f"!! {out.failure}")
+            assert out.tokens <= limits.max_total_tokens
+        ends.append([(o.output, o.tokens, o.generated, o.failure) for o in outcomes])
+    assert ends[0] == ends[1]
 
 
 def test_garbage_that_stops_is_just_wrong(tok):
@@ -224,7 +231,68 @@ def test_one_token_steps_are_never_padded_to_a_chunk(tok):
     outcomes = solve_problems(model, tok, "parity", "retuning", problems, batch_size=4)
     assert all(o.correct for o in outcomes) and sum(o.calls for o in outcomes) > 6
     assert any(T == 1 for T, _ in shapes) and any(T > 1 for T, _ in shapes)
-    assert all(T == 1 or min(n_new) > 1 for T, n_new in shapes)
+    # one-token rows go alone, or with their guesses (up to 4 tokens, 1 sure)
+    assert all(T == 1 or min(n_new) > 1 or (max(n_new) == 1 and T <= 5) for T, n_new in shapes)
+
+
+def test_lookup_follows_the_first_occurrence_of_the_last_tokens():
+    lookup = Lookup(n=3)
+    lookup.extend([1, 2])
+    assert lookup.guess(4) == []  # fewer than n tokens
+    lookup.extend([3, 8, 1, 2, 3, 9, 1, 2, 3])
+    assert lookup.guess(2) == [8, 1]  # what followed the first (1, 2, 3)
+    lookup.extend([8])
+    assert lookup.guess(3) == [1, 2, 3]  # the copy holds: it goes on from there
+    lookup.extend([5])  # it did not: (3, 8, 5) never occurred before
+    assert lookup.guess(3) == []
+    lookup.extend([1, 2, 3])
+    assert lookup.guess(1) == [8]
+
+
+@pytest.mark.parametrize("task, method, lengths", [
+    ("parity", "retuning", [9, 2, 5]), ("addition", "retuning", [7, 3]), ("dp", "retuning", [4, 2]),
+    ("addition", "scratchpad", [6, 3]),
+])
+def test_guessing_ahead_changes_no_output(tok, task, method, lengths):
+    """The gold steps copy their prompts, so guesses come true and forwards are fewer; outputs, token
+    counts and the real model's logits at every sure position are those of decoding without guesses."""
+    runs = []
+    for guesses in (0, 4):
+        shapes = []
+        model = oracle_model(tok, task, method, real=Recording(tiny_model(vocab_size=tok.n_words), shapes))
+        outcomes = solve_problems(model, tok, task, method, problems_of(task, lengths), batch_size=2,
+                                  guesses=guesses)
+        assert all(o.correct for o in outcomes)
+        runs.append(([(o.output, o.tokens, o.generated, o.calls) for o in outcomes], shapes, model.seen))
+    (plain, plain_shapes, plain_seen), (guessed, guessed_shapes, guessed_seen) = runs
+    assert guessed == plain
+    assert len(guessed_shapes) < len(plain_shapes)
+    assert any(T > 1 and max(n_new) == 1 for T, n_new in guessed_shapes)  # a forward of guesses
+    logits = {tuple(h): x for h, x in plain_seen}  # a taken guess skips a position: guessed_seen is fewer
+    assert len(guessed_seen) < len(plain_seen)
+    for history, x in guessed_seen:
+        torch.testing.assert_close(x, logits[tuple(history)], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["retuning", "scratchpad"])
+def test_a_real_model_decodes_the_same_with_guesses(tok, method):
+    """Its own greedy tokens, checked against its guesses: the same outputs as one token at a time."""
+    model = tiny_model(vocab_size=tok.n_words)
+    problems = random_problems(random.Random(4), 6)
+    limits = Limits(max_new_tokens=40)
+    runs = []
+    for guesses in (0, 1, 4):
+        shapes = []
+        outcomes = solve_problems(Recording(model, shapes), tok, "parity", method, problems, batch_size=6,
+                                  limits=limits, guesses=guesses)
+        runs.append([(o.output, o.tokens, o.failure) for o in outcomes])
+        assert any(T > 1 and max(n_new) == 1 for T, n_new in shapes) == (guesses > 0)  # it repeats itself
+    assert runs[0] == runs[1] == runs[2]
+
+
+def test_guesses_must_fit_a_chunk(tok):
+    with pytest.raises(ValueError, match="guesses"):
+        solve_problems(oracle_model(tok, "parity"), tok, "parity", "retuning", [(1, 0)], guesses=64)
 
 
 def run_of(fed: int, pending: int, row: int) -> Run:
@@ -269,12 +337,13 @@ def test_split_forwards_change_no_output(tok, method):
 
 
 def test_steered_real_model_recurses_the_same_batched(tok):
-    """A real model steered along the gold calls: batched, its logits match one at a time."""
+    """A real model steered along the gold calls: batched, its logits match one at a time (without
+    guesses, whose forwards depend on the batch: test_guessing_ahead_changes_no_output checks them)."""
     problems = random_problems(random.Random(1), 5)
     runs = []
     for batch_size in (1, 3):
         model = oracle_model(tok, "parity", real=tiny_model(vocab_size=tok.n_words))
-        outcomes = solve_problems(model, tok, "parity", "retuning", problems, batch_size)
+        outcomes = solve_problems(model, tok, "parity", "retuning", problems, batch_size, guesses=0)
         assert all(o.correct for o in outcomes)
         runs.append(([(o.output, o.tokens) for o in outcomes], model.seen))
     (out1, seen1), (out3, seen3) = runs
@@ -313,7 +382,7 @@ def test_cache_pool_saves_a_paused_context_and_stops_at_its_budget():
         k[row].normal_(), v[row].normal_()
     pool.cache.lengths[row] = 5
     caller = [(k[row, :, :5].clone(), v[row, :, :5].clone()) for k, v in zip(pool.cache.k, pool.cache.v)]
-    saved = pool.save(row)
+    saved = pool.save(row, int(pool.cache.lengths[row]))
     assert pool.saved_bytes == pool.nbytes(1, 5)
     pool.cache.reset([row])  # a callee takes the row and writes over it
     for k, v in zip(pool.cache.k, pool.cache.v):
@@ -330,9 +399,9 @@ def test_cache_pool_saves_a_paused_context_and_stops_at_its_budget():
     tight = CachePool(args, "cpu", torch.float32, rows=2, length=64, max_bytes=budget)
     tight.cache.lengths[0] = 10
     with pytest.raises(CacheBudgetError, match="lower the batch size"):
-        tight.save(0)
+        tight.save(0, int(tight.cache.lengths[0]))
     tight.cache.lengths[0] = 9
-    tight.save(0)
+    tight.save(0, int(tight.cache.lengths[0]))
     with pytest.raises(CacheBudgetError, match="lower the batch size"):
         tight.fit(65, cap=1000)
     assert memory_budget("cpu") > 0  # this OS reports its memory
