@@ -225,7 +225,8 @@ class Decoder:
     """Greedy decoding of many problems at once; with `recursive`, Re-Tuning's calls and returns."""
 
     def __init__(self, model, tokenizer, task: str, recursive: bool, limits: Limits,
-                 reencode: bool = False, chunk: int = 64, split_slots: int = 4096, guesses: int = 0):
+                 reencode: bool = False, chunk: int = 64, split_slots: int = 4096, split_tokens: int = 24,
+                 guesses: int = 0):
         self.model, self.tokenizer, self.task = model, tokenizer, task
         self.recursive, self.limits, self.reencode = recursive, limits, reencode
         self.chunk = chunk  # at most this many tokens of a prompt or return per forward: less padding
@@ -233,6 +234,9 @@ class Decoder:
         # cache slots (rows x slots): a forward's fixed cost on this CPU (docs/RESULTS.md section 7); a
         # GPU reads faster for the same fixed cost, so there a larger value fits (outputs are the same)
         self.split_slots = split_slots
+        # and contexts taking in very different numbers of tokens when that spares padding this many: a
+        # token through the model costs about 58 us here, so a forward's fixed cost is some 24 tokens
+        self.split_tokens = split_tokens
         if not 0 <= guesses < chunk:
             raise ValueError(f"guesses must be from 0 to chunk - 1 = {chunk - 1}, got {guesses}")
         self.guesses = guesses  # tokens each context may guess ahead per step (its Lookup), 0: none
@@ -282,16 +286,22 @@ class Decoder:
             self.fail(run, f"max_total_tokens: the problem needed more than {lim.max_total_tokens} tokens")
 
     def step(self, runs: list):
-        """Advance the active context of every run: contexts taking in one token (the one just
-        generated) share one forward, those of them that guess ahead another, and contexts taking in
-        a prompt or a return a third, so one long chunk does not pad every one-token row to its length."""
+        """Advance the active context of every run. Contexts taking in one token (the one just
+        generated) share a forward, those of them that guess ahead another, and contexts taking in a
+        prompt or a return a third, so a long chunk never pads a one-token row; each group is split
+        again by the tokens its rows take in and by their lengths, where that spares more than it costs."""
         one = [run for run in runs if len(run.active.pending) == 1]
         many = [run for run in runs if len(run.active.pending) > 1]
         guesses = self.guesses_of(one)
         plain = [run for run in one if run not in guesses]
+
+        def width(run):  # the tokens it takes in this step
+            return min(len(run.active.pending), self.chunk) + len(guesses.get(run, []))
+
         for group in (plain, list(guesses), many):
-            for part in split_by_length(group, self.chunk, self.split_slots):
-                self.forward(part, guesses)
+            for same_width in split_by_width(group, width, self.split_tokens):
+                for part in split_by_length(same_width, self.chunk, self.split_slots):
+                    self.forward(part, guesses)
 
     def guesses_of(self, runs: list) -> dict:
         """{run: its guess} for the one-token runs whose Lookup has one, if they are at least half of
@@ -420,6 +430,20 @@ class Decoder:
             self.pool.forget(ctx.saved)
             ctx.saved = None
         self.pool.give_back(run.active.row)
+
+
+def split_by_width(runs: list, width: Callable, min_saving: int) -> list:
+    """The runs of one forward in groups by the tokens each takes in (`width`), fewest first: a group is
+    cut in two where its two parts then take in at least `min_saving` fewer tokens, padding included,
+    than the whole group would (every row padded to its widest); and each part again, as long as that holds."""
+    runs = sorted(runs, key=width)
+    if len(runs) < 2:
+        return [runs] if runs else []
+    widths = [width(run) for run in runs]
+    saving, k = max((k * (widths[-1] - widths[k - 1]), k) for k in range(1, len(runs)))
+    if saving < min_saving:
+        return [runs]
+    return split_by_width(runs[:k], width, min_saving) + split_by_width(runs[k:], width, min_saving)
 
 
 def split_by_length(runs: list, chunk: int, min_saving: int) -> list:

@@ -13,7 +13,7 @@ import tasks
 from conftest import tiny_model
 from model import ModelArgs
 from recurse import (CacheBudgetError, CachePool, Context, Limits, Lookup, Run, memory_budget, solve_problems,
-                     split_by_length)
+                     split_by_length, split_by_width)
 from train import encode_pair
 
 
@@ -318,6 +318,17 @@ def test_the_longest_contexts_get_a_forward_of_their_own():
     assert len(split_by_length(between, 64, min_saving=300)) == 2
     assert len(split_by_length(between, 64, min_saving=315)) == 1
     assert split_by_length([], 64, min_saving=1) == []
+
+
+def test_rows_taking_in_few_tokens_are_not_padded_to_many():
+    width = lambda run: min(len(run.active.pending), 64)  # noqa: E731
+    widths = lambda groups: [[width(r) for r in g] for g in groups]  # noqa: E731
+    returns, prompts = [run_of(90, 7, row) for row in range(3)], [run_of(0, 80, row) for row in range(3, 5)]
+    assert widths(split_by_width(prompts + returns, width, min_saving=171)) == [[7] * 3, [64] * 2]  # 3 x 57 spared
+    assert widths(split_by_width(prompts + returns, width, min_saving=172)) == [[7] * 3 + [64] * 2]
+    three = [run_of(0, n, row) for row, n in enumerate([2, 2, 30, 30, 60])]
+    assert widths(split_by_width(three, width, min_saving=50)) == [[2, 2], [30, 30], [60]]
+    assert split_by_width([], width, min_saving=1) == []
 
 
 @pytest.mark.parametrize("method", ["retuning", "scratchpad"])
