@@ -27,8 +27,9 @@ from tqdm import tqdm
 
 import devices
 import tasks
+from cachepool import CacheBudgetError
 from model import atomic_write
-from recurse import CacheBudgetError, Limits, solve_problems
+from recurse import Limits, solve_problems
 from train import is_export, load_trained, read_config
 
 DEFAULT_LENGTHS = {"parity": "5:60:5", "addition": "5:60:5", "dp": "2:24:2"}  # out to the paper's farthest

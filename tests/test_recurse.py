@@ -12,8 +12,8 @@ import torch.nn as nn
 import tasks
 from conftest import tiny_model
 from model import ModelArgs
-from recurse import (CacheBudgetError, CachePool, Context, Limits, Lookup, Run, memory_budget, solve_problems,
-                     split_by_length, split_by_width)
+from cachepool import CacheBudgetError, CachePool, memory_budget
+from recurse import Context, Limits, Lookup, Run, solve_problems, split_by_length, split_by_width
 from train import encode_pair
 
 
