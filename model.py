@@ -108,7 +108,7 @@ class Attention(nn.Module):
         self.wv = nn.Linear(args.dim, self.n_kv_heads * args.head_dim, bias=False)
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
 
-    def forward(self, x, pos, rot, kv: Optional[tuple] = None):
+    def forward(self, x, rot, kv: Optional[tuple] = None):
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
@@ -118,24 +118,31 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                  is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads)
             return self.wo(out.transpose(1, 2).reshape(B, T, -1))  # (B, T, dim)
-        cache_k, cache_v, rows, span, at, mask = kv  # (R, Hkv, slots, D) for this layer; mask (n, 1, g*T, S)
-        cache_k[rows[:, None], :, pos] = k.to(cache_k.dtype)  # the (B, T) index pairs take (B, T, Hkv, D)
-        cache_v[rows[:, None], :, pos] = v.to(cache_v.dtype)
-        S = mask.shape[-1]
-        if span is not None:  # rows first..last read in place, no copy; rows between get a zero query
-            k, v = cache_k[span, :, :S].type_as(q), cache_v[span, :, :S].type_as(q)  # (n, Hkv, S, D)
-            if at is not None:
-                q = q.new_zeros(k.shape[0], T, self.n_heads, self.head_dim).index_copy_(0, at, q)
+        cache_k, cache_v, rows, pos, groups = kv  # (R, Hkv, slots, D) for this layer; rows, pos (M,) a token's slot
+        cache_k[rows, :, pos] = k[0].to(cache_k.dtype)  # x is (1, M, dim): every group's tokens, one after another
+        cache_v[rows, :, pos] = v[0].to(cache_v.dtype)  # the (M,) index pairs take (M, Hkv, D)
+        outs = [self.attend(q[0, g.start:g.stop].view(g.B, g.T, self.n_heads, self.head_dim), cache_k, cache_v, g)
+                for g in groups]
+        return self.wo(torch.cat(outs)[None])  # (1, M, dim)
+
+    def attend(self, q, cache_k, cache_v, g):
+        """One group's queries (B, T, H, D) against its rows of the cache -> (B * T, H * D)."""
+        B, T = q.shape[:2]
+        S = g.mask.shape[-1]
+        if g.span is not None:  # rows first..last read in place, no copy; rows between get a zero query
+            k, v = cache_k[g.span, :, :S].type_as(q), cache_v[g.span, :, :S].type_as(q)  # (n, Hkv, S, D)
+            if g.at is not None:
+                q = q.new_zeros(k.shape[0], T, self.n_heads, self.head_dim).index_copy_(0, g.at, q)
         else:  # gather rows, each head's S slots one contiguous run: the fastest copy on a CPU
-            k, v = (c.flatten(2)[:, :, :S * self.head_dim].index_select(0, rows)
+            k, v = (c.flatten(2)[:, :, :S * self.head_dim].index_select(0, g.rows)
                     .view(B, self.n_kv_heads, S, self.head_dim).type_as(q) for c in (cache_k, cache_v))
         n, Hkv, D = q.shape[0], self.n_kv_heads, self.head_dim
-        g = self.n_heads // Hkv
-        # the g query heads sharing a kv head as one query g*T long: one read of each key for all of them
-        q = q.view(n, T, Hkv, g, D).permute(0, 2, 3, 1, 4).reshape(n, Hkv, g * T, D)  # (n, Hkv, g*T, D)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (n, Hkv, g*T, D)
-        out = out.view(n, Hkv, g, T, D).permute(0, 3, 1, 2, 4).reshape(n, T, -1)  # (n, T, H*D)
-        return self.wo(out if at is None else out[at])  # (B, T, dim)
+        G = self.n_heads // Hkv
+        # the G query heads sharing a kv head as one query G*T long: one read of each key for all of them
+        q = q.view(n, T, Hkv, G, D).permute(0, 2, 3, 1, 4).reshape(n, Hkv, G * T, D)  # (n, Hkv, G*T, D)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=g.mask)  # (n, Hkv, G*T, D)
+        out = out.view(n, Hkv, G, T, D).permute(0, 3, 1, 2, 4).reshape(n, T, -1)  # (n, T, H*D)
+        return (out if g.at is None else out[g.at]).reshape(B * T, -1)  # (B*T, H*D)
 
 
 class FeedForward(nn.Module):
@@ -157,9 +164,26 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.dim, args.norm_eps)
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
 
-    def forward(self, x, pos, rot, kv=None):
-        h = x + self.attention(self.attention_norm(x), pos, rot, kv)
+    def forward(self, x, rot, kv=None):
+        h = x + self.attention(self.attention_norm(x), rot, kv)
         return h + self.feed_forward(self.ffn_norm(h))
+
+
+@dataclass
+class Group:
+    """Contexts whose tokens share one attention call: B rows of the cache, T tokens each (right-padded),
+    tokens start:stop of the forward's flat sequence."""
+    start: int
+    B: int
+    T: int
+    rows: torch.Tensor  # (B,)
+    mask: torch.Tensor  # (n, 1, G*T, S): 0 where a query sees a slot, -inf where not; a kv head's G query heads stacked
+    span: Optional[slice]  # cache rows read in place (model.in_place), or None: gathered
+    at: Optional[torch.Tensor]  # where each row sits in the span, None when the rows are the span
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.B * self.T
 
 
 def in_place(rows, B: int):
@@ -170,6 +194,18 @@ def in_place(rows, B: int):
         return None, None
     at = rows - first
     return slice(first, last + 1), None if torch.equal(at, torch.arange(B, device=rows.device)) else at
+
+
+def group_mask(pos, span, at, G: int, dtype):
+    """Each query sees slots up to its own position: (n, 1, G*T, S), rows between a span's rows see every
+    slot (finite, never NaN; their output is dropped). An explicit mask: is_causal would align top-left."""
+    S = int(pos.max()) + 1
+    mask = torch.arange(S, device=pos.device) <= pos[:, :, None]  # (B, T, S)
+    if at is not None:
+        mask = mask.new_ones(span.stop - span.start, *mask.shape[1:]).index_copy_(0, at, mask)
+    # added to the scores, as SDPA would turn a boolean mask in every layer: once here instead
+    mask = torch.zeros(mask.shape, device=pos.device, dtype=dtype).masked_fill_(~mask, float("-inf"))
+    return mask.repeat(1, G, 1)[:, None]  # (n, 1, G*T, S): the query heads of a group stacked
 
 
 class Transformer(nn.Module):
@@ -190,35 +226,54 @@ class Transformer(nn.Module):
         Without a cache: T tokens at positions 0..T-1 (training). With a cache: the tokens
         continue context `rows[b]` (default b) from its current length; only the first
         `n_new[b]` tokens of row b are real (the rest is padding) and the length advances
-        by that much.
+        by that much: `decode` with one group.
         """
         B, T = tokens.shape
-        if cache is None:
-            pos = torch.arange(T, device=tokens.device).expand(B, T)
-        else:
+        if cache is not None:
             rows = torch.arange(B, device=tokens.device) if rows is None else rows
-            pos = cache.lengths[rows][:, None] + torch.arange(T, device=tokens.device)  # (B, T)
-            S = int(pos.max()) + 1
-            if S > cache.max_len:
-                raise ValueError(f"context longer than the cache's max_len={cache.max_len}")
-            # explicit mask: is_causal would align top-left when T != S
-            mask = torch.arange(S, device=tokens.device) <= pos[:, :, None]  # (B, T, S)
-            span, at = in_place(rows, B)
-            if at is not None:  # rows between see every slot: finite, never NaN, and their output is dropped
-                mask = mask.new_ones(span.stop - span.start, T, S).index_copy_(0, at, mask)
-            g = self.args.n_heads // self.args.kv_heads
-            mask = mask.repeat(1, g, 1)[:, None]  # (n, 1, g*T, S): the query heads of a group stacked
+            n_new = torch.full((B,), T, device=tokens.device) if n_new is None else n_new
+            return self.decode([tokens], cache, [rows], [n_new])[0]
+        pos = torch.arange(T, device=tokens.device).expand(B, T)
         rot = rope_angles(pos, self.args.head_dim, self.args.rope_theta)  # once, for every layer
         h = self.tok_embeddings(tokens)  # (B, T, dim)
-        for i, layer in enumerate(self.layers):
-            kv = None if cache is None else (cache.k[i], cache.v[i], rows, span, at, mask)
-            if self.grad_checkpoint and self.training and cache is None:
-                h = checkpoint(layer, h, pos, rot, use_reentrant=False)
+        for layer in self.layers:
+            if self.grad_checkpoint and self.training:
+                h = checkpoint(layer, h, rot, use_reentrant=False)
             else:
-                h = layer(h, pos, rot, kv)
-        if cache is not None:
-            cache.lengths[rows] += T if n_new is None else n_new
+                h = layer(h, rot)
         return self.output(self.norm(h)).float()  # (B, T, vocab)
+
+    def decode(self, tokens: list, cache: KVCache, rows: list, n_new: list, logits_from: Optional[list] = None) -> list:
+        """Groups of contexts in one pass, for the recursive decoder: group i's tokens[i] (B_i, T_i)
+        continue cache rows rows[i] as in `forward`; a row is in one group at most. The weights run
+        once over every group's tokens together (one large matmul, not one per group); attention
+        runs per group, each reading only its own rows up to its own longest context. Group i's logits
+        start at its position logits_from[i] (default 0): the decoder needs none before a row's last real token."""
+        groups, start = [], 0
+        all_pos, all_rows = [], []
+        G, dtype = self.args.n_heads // self.args.kv_heads, self.tok_embeddings.weight.dtype
+        for t, r in zip(tokens, rows):
+            B, T = t.shape
+            pos = cache.lengths[r][:, None] + torch.arange(T, device=t.device)  # (B, T)
+            if int(pos.max()) + 1 > cache.max_len:
+                raise ValueError(f"context longer than the cache's max_len={cache.max_len}")
+            span, at = in_place(r, B)
+            groups.append(Group(start, B, T, r, group_mask(pos, span, at, G, dtype), span, at))
+            start += B * T
+            all_pos.append(pos.flatten())
+            all_rows.append(r[:, None].expand(B, T).flatten())
+        pos, rows_of = torch.cat(all_pos), torch.cat(all_rows)  # (M,): each token's slot and row
+        rot = rope_angles(pos[None], self.args.head_dim, self.args.rope_theta)  # (1, M, 1, D/2)
+        h = self.tok_embeddings(torch.cat([t.flatten() for t in tokens]))[None]  # (1, M, dim)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, rot, (cache.k[i], cache.v[i], rows_of, pos, groups))
+        cache.lengths[torch.cat(rows)] += torch.cat(n_new)
+        logits_from = logits_from or [0] * len(groups)
+        h = torch.cat([h[0, g.start:g.stop].view(g.B, g.T, -1)[:, lo:].flatten(0, 1)
+                       for g, lo in zip(groups, logits_from)])  # (M', dim): the positions wanted
+        logits = self.output(self.norm(h)).float()  # (M', vocab)
+        sizes = [g.B * (g.T - lo) for g, lo in zip(groups, logits_from)]
+        return [x.view(g.B, g.T - lo, -1) for x, g, lo in zip(logits.split(sizes), groups, logits_from)]
 
 
 class Tokenizer:

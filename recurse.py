@@ -211,10 +211,10 @@ class Decoder:
         def width(run):  # the tokens it takes in this step
             return min(len(run.active.pending), self.chunk) + len(guesses.get(run, []))
 
-        for group in (plain, list(guesses), many):
-            for same_width in split_by_width(group, width, self.split_tokens):
-                for part in split_by_length(same_width, self.chunk, self.split_slots):
-                    self.forward(part, guesses)
+        parts = [part for group in (plain, list(guesses), many)
+                 for same_width in split_by_width(group, width, self.split_tokens)
+                 for part in split_by_length(same_width, self.chunk, self.split_slots)]
+        self.forward(parts, guesses)
 
     def guesses_of(self, runs: list) -> dict:
         """{run: its guess} for the one-token runs whose Lookup has one, if they are at least half of
@@ -224,29 +224,36 @@ class Decoder:
         guesses = {run: guess for run, guess in guesses.items() if guess}
         return guesses if 2 * len(guesses) >= len(runs) else {}
 
-    def forward(self, runs: list, guesses: dict):
-        """One forward over the active context of each run: each takes up to `chunk` pending tokens,
-        then its guesses, if it has any."""
-        runs = sorted(runs, key=lambda run: run.active.row)  # rows close together are read in place
+    def forward(self, parts: list, guesses: dict):
+        """One pass of the model (model.decode) over the active context of each run, a group per part:
+        each takes up to `chunk` pending tokens, then its guesses, if it has any."""
+        parts = [sorted(runs, key=lambda run: run.active.row) for runs in parts]  # rows close together: read in place
+        runs = [run for part in parts for run in part]
         contexts = [run.active for run in runs]
         sure = [ctx.pending[: self.chunk] for ctx in contexts]
         chunks = [c + guesses.get(run, []) for run, c in zip(runs, sure)]
-        T = max(map(len, chunks))
-        # right padding is written past each row's end too, so every row needs T free slots
-        longest = max(len(ctx.fed) for ctx in contexts)
-        self.pool.fit(longest + T, cap=self.limits.max_context_tokens + self.chunk)
-        tokens = torch.tensor([c + [0] * (T - len(c)) for c in chunks], device=self.device)  # (B, T)
-        rows = torch.tensor([ctx.row for ctx in contexts], device=self.device)  # (B,)
+        ends = list(accumulate(map(len, parts)))
+        widths = [max(map(len, chunks[end - len(part):end])) for part, end in zip(parts, ends)]
+        # right padding is written past each row's end too, so every row needs its group's width free
+        width_of = [T for part, T in zip(parts, widths) for _ in part]
+        self.pool.fit(max(len(ctx.fed) + T for ctx, T in zip(contexts, width_of)),
+                      cap=self.limits.max_context_tokens + self.chunk)
+        tokens = [torch.tensor([c + [0] * (T - len(c)) for c in chunks[end - len(part):end]], device=self.device)
+                  for part, end, T in zip(parts, ends, widths)]  # (B_i, T_i) each
+        rows = [torch.tensor([run.active.row for run in part], device=self.device) for part in parts]  # (B_i,)
         # the lengths move past the sure tokens only: a guess's slot is filled, but counts once it proves right
-        n_new = torch.tensor([len(c) for c in sure], device=self.device)  # (B,)
-        logits = self.model(tokens, self.pool.cache, rows=rows, n_new=n_new)  # (B, T, vocab)
-        picks = logits.argmax(-1).tolist()  # (B, T): the model's next token after each position
+        n_new = [torch.tensor([len(c) for c in sure[end - len(part):end]], device=self.device)
+                 for part, end in zip(parts, ends)]  # (B_i,)
+        first = [int(n.min()) - 1 for n in n_new]  # logits are wanted from each row's last sure token on
+        logits = self.model.decode(tokens, self.pool.cache, rows, n_new, first)  # (B_i, T_i - first_i, vocab) each
+        picks = [row for x in logits for row in x.argmax(-1).tolist()]  # the model's next token after each position
+        first_of = [lo for part, lo in zip(parts, first) for _ in part]
         took = []
-        for run, ctx, chunk, n, pick in zip(runs, contexts, chunks, n_new.tolist(), picks):
+        for run, ctx, chunk, n, pick, lo in zip(runs, contexts, chunks, map(len, sure), picks, first_of):
             ctx.fed += chunk[:n]
             del ctx.pending[:n]
             run.tokens += n
-            if not ctx.pending and self.take(run, chunk[n:], pick[n - 1:]):  # the last sure logits: the next token
+            if not ctx.pending and self.take(run, chunk[n:], pick[n - 1 - lo:]):  # the last sure logits: the next token
                 took.append((ctx.row, len(ctx.fed)))
         if took:  # slots past a row's length are never read; the next token overwrites them
             rows, lengths = (torch.tensor(x, device=self.device) for x in zip(*took))

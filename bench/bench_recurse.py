@@ -41,18 +41,20 @@ class Steered(nn.Module):
         self.args = replace(model.args, n_layers=model.args.n_layers + 1)
         self.oracle_seconds = 0.0
 
-    def forward(self, tokens, cache=None, rows=None, n_new=None):
-        starts = cache.lengths[rows].tolist()  # before the lengths advance
-        logits = self.model(tokens, cache, rows=rows, n_new=n_new)  # (B, T, vocab)
+    def decode(self, tokens, cache, rows, n_new, logits_from=None):
+        logits_from = logits_from or [0] * len(tokens)
+        starts = [cache.lengths[r].tolist() for r in rows]  # before the lengths advance
+        logits = self.model.decode(tokens, cache, rows, n_new, logits_from)  # (B_i, T_i - logits_from[i], vocab) each
         start = time.perf_counter()
         store = cache.k[-1]  # (rows, kv_heads, slots, head_dim): a token id's 4 hex digits at [row, 0, position, :4]
-        hex_shifts = torch.tensor([0, 4, 8, 12], device=tokens.device)  # digits of 0-15: exact even in bf16
-        T = tokens.shape[1]
-        for b, (row, n, first) in enumerate(zip(rows.tolist(), n_new.tolist(), starts)):
-            store[row, 0, first:first + T, :4] = ((tokens[b, :, None] >> hex_shifts) & 15).to(store.dtype)
-            history = (store[row, 0, :first + T, :4].long() << hex_shifts).sum(-1).tolist()
-            for i in range(n - 1, T):  # past the n real tokens: the decoder's guesses (or padding)
-                logits[b, i, self.gold_token(history[:first + i + 1])] = logits[b, i].max() + 1
+        hex_shifts = torch.tensor([0, 4, 8, 12], device=store.device)  # digits of 0-15: exact even in bf16
+        for t, r, n_group, first_group, lo, x in zip(tokens, rows, n_new, starts, logits_from, logits):
+            T = t.shape[1]
+            for b, (row, n, first) in enumerate(zip(r.tolist(), n_group.tolist(), first_group)):
+                store[row, 0, first:first + T, :4] = ((t[b, :, None] >> hex_shifts) & 15).to(store.dtype)
+                history = (store[row, 0, :first + T, :4].long() << hex_shifts).sum(-1).tolist()
+                for i in range(n - 1, T):  # past the n real tokens: the decoder's guesses (or padding)
+                    x[b, i - lo, self.gold_token(history[:first + i + 1])] = x[b, i - lo].max() + 1
         self.oracle_seconds += time.perf_counter() - start
         return logits
 

@@ -76,6 +76,29 @@ def test_rows_read_in_place_give_the_same_logits_as_gathered_rows():
     assert torch.allclose(logits[0][0], full[0], atol=1e-5)
 
 
+def test_groups_in_one_decode_give_each_group_its_own_logits():
+    """model.decode: a one-token group, a guessing group and a prompt group in one pass give what each
+    gives alone, and logits_from drops the first positions; the lengths advance by n_new."""
+    model = tiny_model(n_kv_heads=2)
+    prompts = torch.randint(0, 96, (5, 10))
+    groups = [(torch.randint(0, 96, (2, 1)), torch.tensor([0, 1]), torch.tensor([1, 1])),
+              (torch.randint(0, 96, (2, 4)), torch.tensor([2, 4]), torch.tensor([1, 1])),
+              (torch.randint(0, 96, (1, 6)), torch.tensor([3]), torch.tensor([6]))]
+    with torch.no_grad():
+        alone, together = [], None
+        for packed in (False, True):
+            cache = KVCache(model.args, n_rows=6, max_len=32)
+            model(prompts, cache, rows=torch.arange(5), n_new=torch.tensor([10, 7, 9, 3, 8]))
+            if packed:
+                tokens, rows, n_new = (list(x) for x in zip(*groups))
+                together = model.decode(tokens, cache, rows, n_new, logits_from=[0, 0, 5])
+            else:
+                alone = [model(t, cache, rows=r, n_new=n) for t, r, n in groups]
+        assert cache.lengths.tolist() == [11, 8, 10, 9, 9, 0]
+    for x, y, lo in zip(alone, together, [0, 0, 5]):
+        torch.testing.assert_close(x[:, lo:], y, atol=1e-5, rtol=0)
+
+
 def test_cache_overflow_is_an_error():
     model = tiny_model()
     cache = KVCache(model.args, n_rows=1, max_len=8)

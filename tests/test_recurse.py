@@ -44,22 +44,28 @@ class ScriptedModel(nn.Module):
         self.unused = nn.Parameter(torch.zeros(1, dtype=next(real.parameters()).dtype if real else None))
         self.seen, self.rows_used = [], set()
 
-    def forward(self, tokens, cache=None, rows=None, n_new=None):
-        starts = cache.lengths[rows].tolist()  # before the lengths advance
+    def decode(self, tokens, cache, rows, n_new, logits_from=None):
+        """As model.decode: a group of rows per tokens[i], logits from position logits_from[i] on."""
+        logits_from = logits_from or [0] * len(tokens)
+        starts = [cache.lengths[r].tolist() for r in rows]  # before the lengths advance
         if self.real is not None:
-            real_logits = self.real(tokens, cache, rows=rows, n_new=n_new)
+            real_logits = self.real.decode(tokens, cache, rows, n_new, logits_from)
         else:
-            cache.lengths[rows] += n_new
-        self.rows_used.update(rows.tolist())
+            cache.lengths[torch.cat(rows)] += torch.cat(n_new)
+            real_logits = [None] * len(tokens)
         store = cache.k[-1]  # (rows, 1+, slots, head_dim >= 4): a token id's 4 hex digits at [row, 0, position, :4]
-        logits = torch.zeros(*tokens.shape, self.tokenizer.n_words)
-        T = tokens.shape[1]
+        return [self.scripted(store, *group) for group in zip(tokens, rows, n_new, starts, logits_from, real_logits)]
+
+    def scripted(self, store, tokens, rows, n_new, starts, lo, real_logits):
+        self.rows_used.update(rows.tolist())
+        B, T = tokens.shape
+        logits = torch.zeros(B, T - lo, self.tokenizer.n_words)
         for b, (row, n, start) in enumerate(zip(rows.tolist(), n_new.tolist(), starts)):
             store[row, 0, start:start + T, :4] = ((tokens[b, :, None] >> HEX) & 15).to(store.dtype)  # exact in bf16
             history = (store[row, 0, :start + T, :4].long() << HEX).sum(-1).tolist()
-            self.seen.append((history[:start + n], None if self.real is None else real_logits[b, n - 1].clone()))
+            self.seen.append((history[:start + n], None if real_logits is None else real_logits[b, n - 1 - lo].clone()))
             for i in range(n - 1, T):  # past the n real tokens: the decoder's guesses (or padding)
-                logits[b, i, self.next_token(history[:start + i + 1])] = 1.0
+                logits[b, i - lo, self.next_token(history[:start + i + 1])] = 1.0
         return logits
 
     def next_token(self, history):
@@ -212,19 +218,19 @@ def test_batched_equals_one_at_a_time_on_a_real_model(tok, method):
 
 
 class Recording(nn.Module):
-    """A real model that records each forward's (T, n_new) in `shapes`."""
+    """A real model that records each group's (T, n_new) in `shapes`: a group per part of a step."""
 
     def __init__(self, real, shapes: list):
         super().__init__()
         self.real, self.args, self.shapes = real, real.args, shapes
 
-    def forward(self, tokens, cache=None, rows=None, n_new=None):
-        self.shapes.append((tokens.shape[1], n_new.tolist()))
-        return self.real(tokens, cache, rows=rows, n_new=n_new)
+    def decode(self, tokens, cache, rows, n_new, logits_from=None):
+        self.shapes += [(t.shape[1], n.tolist()) for t, n in zip(tokens, n_new)]
+        return self.real.decode(tokens, cache, rows, n_new, logits_from)
 
 
 def test_one_token_steps_are_never_padded_to_a_chunk(tok):
-    """A context taking in one token shares no forward with one taking in a prompt or return."""
+    """A context taking in one token shares no attention group with one taking in a prompt or return."""
     shapes = []
     model = oracle_model(tok, "parity", real=Recording(tiny_model(vocab_size=tok.n_words), shapes))
     problems = random_problems(random.Random(2), 6)
