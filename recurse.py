@@ -111,12 +111,13 @@ class Context:
     generated: int = 0
     output: str = ""  # the text after the prompt: steps and returns
     parts: list = field(default_factory=list)  # output texts and child contexts in order (the trace)
-    lookup: Lookup = field(default_factory=Lookup)  # its tokens so far, to guess the next ones
+    lookup: Optional[Lookup] = None  # its tokens so far, to guess the next ones (if the decoder guesses)
 
     def queue(self, tokens: list):
         """Tokens to run next, in the order the context reads them."""
         self.pending += tokens
-        self.lookup.extend(tokens)
+        if self.lookup is not None:
+            self.lookup.extend(tokens)
 
 
 @dataclass(eq=False)
@@ -186,7 +187,7 @@ class Decoder:
 
     def open(self, prompt: str, depth: int, parent: Optional[Context], row: int) -> Context:
         self.pool.cache.reset([row])
-        ctx = Context(prompt, depth, row, parent, pending=[])
+        ctx = Context(prompt, depth, row, parent, pending=[], lookup=Lookup() if self.guesses else None)
         ctx.queue(self.tokenizer.encode(prompt))
         return ctx
 
@@ -199,10 +200,11 @@ class Decoder:
             self.fail(run, f"max_total_tokens: the problem needed more than {lim.max_total_tokens} tokens")
 
     def step(self, runs: list):
-        """Advance the active context of every run. Contexts taking in one token (the one just
-        generated) share a forward, those of them that guess ahead another, and contexts taking in a
-        prompt or a return a third, so a long chunk never pads a one-token row; each group is split
-        again by the tokens its rows take in and by their lengths, where that spares more than it costs."""
+        """Advance the active context of every run, in one pass of the model. Contexts taking in one
+        token (the one just generated) share an attention group, those of them that guess ahead another,
+        and contexts taking in a prompt or a return a third, so a long chunk never pads a one-token row;
+        each group is split again by the tokens its rows take in and by their lengths, where that spares
+        more than it costs."""
         one = [run for run in runs if len(run.active.pending) == 1]
         many = [run for run in runs if len(run.active.pending) > 1]
         guesses = self.guesses_of(one)
@@ -217,12 +219,9 @@ class Decoder:
         self.forward(parts, guesses)
 
     def guesses_of(self, runs: list) -> dict:
-        """{run: its guess} for the one-token runs whose Lookup has one, if they are at least half of
-        them, else none: their forward pays for itself only when it takes most rows out of the one-token
-        forward, whose attention reads its rows' whole span anyway (model.in_place)."""
+        """{run: its guess} for the one-token runs whose Lookup has one: they form a group of their own."""
         guesses = {run: run.active.lookup.guess(self.guesses) for run in runs} if self.guesses else {}
-        guesses = {run: guess for run, guess in guesses.items() if guess}
-        return guesses if 2 * len(guesses) >= len(runs) else {}
+        return {run: guess for run, guess in guesses.items() if guess}
 
     def forward(self, parts: list, guesses: dict):
         """One pass of the model (model.decode) over the active context of each run, a group per part:
