@@ -139,17 +139,17 @@ class Decoder:
     """Greedy decoding of many problems at once; with `recursive`, Re-Tuning's calls and returns."""
 
     def __init__(self, model, tokenizer, task: str, recursive: bool, limits: Limits,
-                 reencode: bool = False, chunk: int = 64, split_slots: int = 4096, split_tokens: int = 24,
+                 reencode: bool = False, chunk: int = 64, split_slots: int = 2048, split_tokens: int = 8,
                  guesses: int = 0):
         self.model, self.tokenizer, self.task = model, tokenizer, task
         self.recursive, self.limits, self.reencode = recursive, limits, reencode
-        self.chunk = chunk  # at most this many tokens of a prompt or return per forward: less padding
-        # contexts of very different lengths go in separate forwards when that spares reading this many
-        # cache slots (rows x slots): a forward's fixed cost on this CPU (docs/RESULTS.md section 7); a
-        # GPU reads faster for the same fixed cost, so there a larger value fits (outputs are the same)
+        self.chunk = chunk  # at most this many tokens of a prompt or return per step: less padding
+        # contexts of very different lengths go in separate attention groups when that spares reading this
+        # many cache slots (rows x slots): about what a group's own attention calls cost on this CPU
+        # (docs/RESULTS.md section 7); a GPU reads faster, so there a larger value fits (outputs are the same)
         self.split_slots = split_slots
         # and contexts taking in very different numbers of tokens when that spares padding this many: a
-        # token through the model costs about 58 us here, so a forward's fixed cost is some 24 tokens
+        # padded token costs about 58 us through the weights here, a group's attention calls some 8 tokens
         self.split_tokens = split_tokens
         if not 0 <= guesses < chunk:
             raise ValueError(f"guesses must be from 0 to chunk - 1 = {chunk - 1}, got {guesses}")
@@ -432,7 +432,7 @@ def outcome(task: str, method: str, problem, run: Run) -> Outcome:
 
 def solve_problems(model, tokenizer, task: str, method: str, problems: list, batch_size: int = 32,
                    limits: Optional[Limits] = None, progress: Optional[Callable] = None,
-                   reencode: bool = False, split_slots: int = 4096, guesses: Optional[int] = None) -> list:
+                   reencode: bool = False, split_slots: int = 2048, guesses: Optional[int] = None) -> list:
     """Greedy outcomes of `problems`, `batch_size` decoded together. Re-Tuning recurses; the other
     methods generate plainly. `progress(1)` is called as each problem finishes. `guesses`: tokens a
     context may guess ahead per step; by default 4 for Re-Tuning, whose call lines copy their caller's
