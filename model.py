@@ -5,7 +5,8 @@ on the `Transformer` below. It follows Meta's reference `model.py`: same paramet
 rotary embeddings on adjacent pairs, grouped-query attention, SwiGLU, RMSNorm. Two things
 differ: attention runs through `F.scaled_dot_product_attention`, and the KV cache is a
 small explicit object (`KVCache`) passed to `forward`, holding many independent contexts
-(rows) at once, so the recursive decoder can keep one cache per sub-call. `load_checkpoint`
+(rows) at once, so the recursive decoder can keep one cache per sub-call; `decode` runs groups
+of them (one-token steps, prompts) in one pass, attention per group. `load_checkpoint`
 reads Meta's format here and Hugging Face's through checkpoints.py.
 """
 import json

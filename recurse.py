@@ -8,15 +8,15 @@ paused caller's copied out beside it until the return, so after a return only th
 tokens run through the caller; nothing is re-encoded. (The authors' code re-encodes the whole
 caller after every return; `reencode=True` does that too, for bench/bench_recurse.py.)
 
-Many problems decode together: each step runs the active context of every unfinished problem,
-those taking in the one token just generated in one forward, those taking in a prompt or a
-return in another (so a long chunk never pads the one-token rows). Under Re-Tuning a context also
-guesses its next few tokens by copying its own earlier text (`Lookup`: a call line restates its
-caller's problem) and feeds them after its token, in a forward of their own; the model's picks
-keep the guesses that were right, so the outputs are greedy decoding's, in fewer steps. Every row
-of a forward takes in as many tokens as its widest row, and attention reads it up to the longest
-context, so the groups are split by both where that spares more than a forward costs
-(`split_by_width`, `split_by_length`).
+Many problems decode together: each step is one pass of the model (`model.decode`) over the active
+context of every unfinished problem. The weights run once over all their tokens; attention runs in
+groups: the contexts taking in the one token just generated, those of them that guess ahead, and
+those taking in a prompt or a return (so a long chunk never pads a one-token row). Under Re-Tuning a
+context guesses its next few tokens by copying its own earlier text (`Lookup`: a call line restates
+its caller's problem) and feeds them after its token; the model's picks keep the guesses that were
+right, so the outputs are greedy decoding's, in fewer steps. Every row of a group takes in as many
+tokens as its widest row, and attention reads it up to the group's longest context, so the groups
+are split by both where that spares more than a group costs (`split_by_width`, `split_by_length`).
 Baseline and scratchpad use the same loop with calls turned off. train.py and eval.py call
 `solve_problems`; the call/return protocol itself lives in tasks.py.
 
