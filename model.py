@@ -119,7 +119,7 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                  is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads)
             return self.wo(out.transpose(1, 2).reshape(B, T, -1))  # (B, T, dim)
-        cache_k, cache_v, rows, pos, groups = kv  # (R, Hkv, slots, D) for this layer; rows, pos (M,) a token's slot
+        cache_k, cache_v, rows, pos, groups = kv  # (R, Hkv, slots, D) this layer; rows, pos (M,): a token's slot
         cache_k[rows, :, pos] = k[0].to(cache_k.dtype)  # x is (1, M, dim): every group's tokens, one after another
         cache_v[rows, :, pos] = v[0].to(cache_v.dtype)  # the (M,) index pairs take (M, Hkv, D)
         outs = [self.attend(q[0, g.start:g.stop].view(g.B, g.T, self.n_heads, self.head_dim), cache_k, cache_v, g)
@@ -178,7 +178,7 @@ class Group:
     B: int
     T: int
     rows: torch.Tensor  # (B,)
-    mask: torch.Tensor  # (n, 1, G*T, S): 0 where a query sees a slot, -inf where not; a kv head's G query heads stacked
+    mask: torch.Tensor  # (n, 1, G*T, S): 0 where a query sees a slot, else -inf; a kv head's G query heads stacked
     span: Optional[slice]  # cache rows read in place (model.in_place), or None: gathered
     at: Optional[torch.Tensor]  # where each row sits in the span, None when the rows are the span
 
@@ -244,12 +244,14 @@ class Transformer(nn.Module):
                 h = layer(h, rot)
         return self.output(self.norm(h)).float()  # (B, T, vocab)
 
-    def decode(self, tokens: list, cache: KVCache, rows: list, n_new: list, logits_from: Optional[list] = None) -> list:
+    def decode(self, tokens: list, cache: KVCache, rows: list, n_new: list,
+               logits_from: Optional[list] = None) -> list:
         """Groups of contexts in one pass, for the recursive decoder: group i's tokens[i] (B_i, T_i)
         continue cache rows rows[i] as in `forward`; a row is in one group at most. The weights run
         once over every group's tokens together (one large matmul, not one per group); attention
         runs per group, each reading only its own rows up to its own longest context. Group i's logits
-        start at its position logits_from[i] (default 0): the decoder needs none before a row's last real token."""
+        start at its position logits_from[i] (default 0): the decoder needs none before a row's last
+        real token."""
         groups, start = [], 0
         all_pos, all_rows = [], []
         G, dtype = self.args.n_heads // self.args.kv_heads, self.tok_embeddings.weight.dtype
