@@ -197,10 +197,9 @@ def in_place(rows, B: int):
     return slice(first, last + 1), None if torch.equal(at, torch.arange(B, device=rows.device)) else at
 
 
-def group_mask(pos, span, at, G: int, dtype):
+def group_mask(pos, S: int, span, at, G: int, dtype):
     """Each query sees slots up to its own position: (n, 1, G*T, S), rows between a span's rows see every
     slot (finite, never NaN; their output is dropped). An explicit mask: is_causal would align top-left."""
-    S = int(pos.max()) + 1
     mask = torch.arange(S, device=pos.device) <= pos[:, :, None]  # (B, T, S)
     if at is not None:
         mask = mask.new_ones(span.stop - span.start, *mask.shape[1:]).index_copy_(0, at, mask)
@@ -258,10 +257,11 @@ class Transformer(nn.Module):
         for t, r in zip(tokens, rows):
             B, T = t.shape
             pos = cache.lengths[r][:, None] + torch.arange(T, device=t.device)  # (B, T)
-            if int(pos.max()) + 1 > cache.max_len:
+            S = int(pos.max()) + 1  # the slots this group's attention reads
+            if S > cache.max_len:
                 raise ValueError(f"context longer than the cache's max_len={cache.max_len}")
             span, at = in_place(r, B)
-            groups.append(Group(start, B, T, r, group_mask(pos, span, at, G, dtype), span, at))
+            groups.append(Group(start, B, T, r, group_mask(pos, S, span, at, G, dtype), span, at))
             start += B * T
             all_pos.append(pos.flatten())
             all_rows.append(r[:, None].expand(B, T).flatten())

@@ -226,29 +226,26 @@ class Decoder:
     def forward(self, parts: list, guesses: dict):
         """One pass of the model (model.decode) over the active context of each run, a group per part:
         each takes up to `chunk` pending tokens, then its guesses, if it has any."""
-        parts = [sorted(runs, key=lambda run: run.active.row) for runs in parts]  # rows close together: read in place
-        runs = [run for part in parts for run in part]
-        contexts = [run.active for run in runs]
-        sure = [ctx.pending[: self.chunk] for ctx in contexts]
-        chunks = [c + guesses.get(run, []) for run, c in zip(runs, sure)]
-        ends = list(accumulate(map(len, parts)))
-        widths = [max(map(len, chunks[end - len(part):end])) for part, end in zip(parts, ends)]
-        # right padding is written past each row's end too, so every row needs its group's width free
-        width_of = [T for part, T in zip(parts, widths) for _ in part]
-        self.pool.fit(max(len(ctx.fed) + T for ctx, T in zip(contexts, width_of)),
-                      cap=self.limits.max_context_tokens + self.chunk)
-        tokens = [torch.tensor([c + [0] * (T - len(c)) for c in chunks[end - len(part):end]], device=self.device)
-                  for part, end, T in zip(parts, ends, widths)]  # (B_i, T_i) each
-        rows = [torch.tensor([run.active.row for run in part], device=self.device) for part in parts]  # (B_i,)
-        # the lengths move past the sure tokens only: a guess's slot is filled, but counts once it proves right
-        n_new = [torch.tensor([len(c) for c in sure[end - len(part):end]], device=self.device)
-                 for part, end in zip(parts, ends)]  # (B_i,)
-        first = [int(n.min()) - 1 for n in n_new]  # logits are wanted from each row's last sure token on
+        tokens, rows, n_new, first, feeds, longest = [], [], [], [], [], 0
+        for part in parts:
+            part = sorted(part, key=lambda run: run.active.row)  # rows close together are read in place
+            sure = [run.active.pending[: self.chunk] for run in part]
+            chunks = [c + guesses.get(run, []) for run, c in zip(part, sure)]
+            T = max(map(len, chunks))
+            # right padding is written past each row's end too, so every row needs its group's T free slots
+            longest = max(longest, max(len(run.active.fed) for run in part) + T)
+            tokens.append(torch.tensor([c + [0] * (T - len(c)) for c in chunks], device=self.device))  # (B_i, T_i)
+            rows.append(torch.tensor([run.active.row for run in part], device=self.device))  # (B_i,)
+            # the lengths move past the sure tokens only: a guess's slot is filled, but counts once it proves right
+            n_new.append(torch.tensor([len(c) for c in sure], device=self.device))  # (B_i,)
+            first.append(min(map(len, sure)) - 1)  # logits are wanted from each row's last sure token on
+            feeds += [(run, chunk, len(c), first[-1]) for run, chunk, c in zip(part, chunks, sure)]
+        self.pool.fit(longest, cap=self.limits.max_context_tokens + self.chunk)
         logits = self.model.decode(tokens, self.pool.cache, rows, n_new, first)  # (B_i, T_i - first_i, vocab) each
         picks = [row for x in logits for row in x.argmax(-1).tolist()]  # the model's next token after each position
-        first_of = [lo for part, lo in zip(parts, first) for _ in part]
         took = []
-        for run, ctx, chunk, n, pick, lo in zip(runs, contexts, chunks, map(len, sure), picks, first_of):
+        for (run, chunk, n, lo), pick in zip(feeds, picks):
+            ctx = run.active
             ctx.fed += chunk[:n]
             del ctx.pending[:n]
             run.tokens += n
