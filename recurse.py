@@ -12,9 +12,9 @@ Many problems decode together: each step is one pass of the model (`model.decode
 context of every unfinished problem. The weights run once over all their tokens; attention runs in
 groups: the contexts taking in the one token just generated, those of them that guess ahead, and
 those taking in a prompt or a return (so a long chunk never pads a one-token row). Under Re-Tuning a
-context guesses its next few tokens by copying its own earlier text (`Lookup`: a call line restates
-its caller's problem) and feeds them after its token; the model's picks keep the guesses that were
-right, so the outputs are greedy decoding's, in fewer steps. Every row of a group takes in as many
+context guesses its next few tokens by copying its own earlier text or its caller's (`Lookup`: a call
+line restates its caller's problem), more of them while a copy holds, and feeds them after its token;
+the model's picks keep the guesses that were right, so the outputs are greedy decoding's, in fewer steps. Every row of a group takes in as many
 tokens as its widest row, and attention reads it up to the group's longest context, so the groups
 are split by both where that spares more than a group costs (`split_by_width`, `split_by_length`).
 Baseline and scratchpad use the same loop with calls turned off. train.py and eval.py call
@@ -75,24 +75,34 @@ class Lookup:
     """Prompt lookup (Saxena 2023, "Prompt Lookup Decoding"): guess that a context goes on the way
     it went on after the first earlier occurrence of its last `n` tokens, and keep copying from there
     while the copy holds. Re-Tuning copies a lot: a call line restates its caller's problem, one
-    step smaller. The model checks each guess in the forward that feeds it (Decoder.take), so
-    the outputs are greedy decoding's; a right guess only spares a forward."""
+    step smaller, and a sub-call starts out as its caller did ("Solution: Call: ..."), so a context
+    with nothing of its own to copy yet copies its caller's text (`caller`, that context's Lookup).
+    The model checks each guess in the forward that feeds it (Decoder.take), so the outputs are
+    greedy decoding's; a right guess only spares a forward."""
 
-    def __init__(self, n: int = 3):
-        self.n, self.tokens = n, []  # every token the context has queued, in order
+    stretch = 4  # a copy that has held for k tokens is trusted with `stretch` times k: a long list goes faster
+
+    def __init__(self, n: int = 3, caller: Optional[Lookup] = None):
+        self.n, self.tokens, self.caller = n, [], caller  # tokens: every token the context has queued
         self.first = {}  # n tokens -> the index of the token after their first occurrence
         self.at = None  # the index of the token the copy being followed says comes next, if any
+        self.held = 0  # tokens in a row that came as the copy said
 
     def extend(self, tokens: list):
         for token in tokens:
             follows = self.at is not None and self.tokens[self.at] == token
+            self.held = self.held + 1 if follows else 0
             self.tokens.append(token)
             if len(self.tokens) > self.n:
                 self.first.setdefault(tuple(self.tokens[-self.n - 1:-1]), len(self.tokens) - 1)
             self.at = self.at + 1 if follows else self.first.get(tuple(self.tokens[-self.n:]))
 
     def guess(self, k: int) -> list:
-        return [] if self.at is None else self.tokens[self.at:self.at + k]
+        """Up to k tokens, or up to stretch * k once the copy has held for k."""
+        if self.at is not None:
+            return self.tokens[self.at:self.at + (self.stretch * k if self.held >= k else k)]
+        at = self.caller.first.get(tuple(self.tokens[-self.n:])) if self.caller else None
+        return [] if at is None else self.caller.tokens[at:at + k]
 
 
 @dataclass(eq=False)
@@ -151,8 +161,9 @@ class Decoder:
         # and contexts taking in very different numbers of tokens when that spares padding this many: a
         # padded token costs about 58 us through the weights here, a group's attention calls some 8 tokens
         self.split_tokens = split_tokens
-        if not 0 <= guesses < chunk:
-            raise ValueError(f"guesses must be from 0 to chunk - 1 = {chunk - 1}, got {guesses}")
+        if not 0 <= guesses * Lookup.stretch < chunk:  # a guess and its sure token fit a chunk
+            raise ValueError(f"guesses must be from 0 to {(chunk - 1) // Lookup.stretch} (a long copy's guesses "
+                             f"are {Lookup.stretch} times as many, under chunk={chunk}), got {guesses}")
         self.guesses = guesses  # tokens each context may guess ahead per step (its Lookup), 0: none
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
@@ -187,7 +198,8 @@ class Decoder:
 
     def open(self, prompt: str, depth: int, parent: Optional[Context], row: int) -> Context:
         self.pool.cache.reset([row])
-        ctx = Context(prompt, depth, row, parent, pending=[], lookup=Lookup() if self.guesses else None)
+        lookup = Lookup(caller=parent.lookup if parent else None) if self.guesses else None
+        ctx = Context(prompt, depth, row, parent, pending=[], lookup=lookup)
         ctx.queue(self.tokenizer.encode(prompt))
         return ctx
 
@@ -219,9 +231,15 @@ class Decoder:
         self.forward(parts, guesses)
 
     def guesses_of(self, runs: list) -> dict:
-        """{run: its guess} for the one-token runs whose Lookup has one: they form a group of their own."""
-        guesses = {run: run.active.lookup.guess(self.guesses) for run in runs} if self.guesses else {}
-        return {run: guess for run, guess in guesses.items() if guess}
+        """{run: its guess} for the one-token runs whose Lookup has one: they form a group of their own.
+        A guess stops at a line's end: after a call line the context pauses, and the rest would be wasted."""
+        guesses = {}
+        for run in runs if self.guesses else []:
+            guess = run.active.lookup.guess(self.guesses)
+            ends = [i for i, token in enumerate(guess) if token in self.line_ends]
+            if guess:
+                guesses[run] = guess[:ends[0] + 1] if ends else guess
+        return guesses
 
     def forward(self, parts: list, guesses: dict):
         """One pass of the model (model.decode) over the active context of each run, a group per part:

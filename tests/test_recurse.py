@@ -237,8 +237,9 @@ def test_one_token_steps_are_never_padded_to_a_chunk(tok):
     outcomes = solve_problems(model, tok, "parity", "retuning", problems, batch_size=4)
     assert all(o.correct for o in outcomes) and sum(o.calls for o in outcomes) > 6
     assert any(T == 1 for T, _ in shapes) and any(T > 1 for T, _ in shapes)
-    # one-token rows go alone, or with their guesses (up to 4 tokens, 1 sure)
-    assert all(T == 1 or min(n_new) > 1 or (max(n_new) == 1 and T <= 5) for T, n_new in shapes)
+    # one-token rows go alone, or with their guesses (1 sure token, up to 4 guessed, 16 once a copy holds)
+    assert all(T == 1 or min(n_new) > 1 or (max(n_new) == 1 and T <= 17) for T, n_new in shapes)
+    assert any(max(n_new) == 1 and T > 5 for T, n_new in shapes)  # a restated list goes 16 at a time
 
 
 def test_lookup_follows_the_first_occurrence_of_the_last_tokens():
@@ -253,6 +254,20 @@ def test_lookup_follows_the_first_occurrence_of_the_last_tokens():
     assert lookup.guess(3) == []
     lookup.extend([1, 2, 3])
     assert lookup.guess(1) == [8]
+
+
+def test_lookup_copies_its_callers_text_until_it_has_its_own_and_trusts_a_copy_that_holds():
+    caller = Lookup(n=2)
+    caller.extend([7, 1, 2, 3, 4])
+    lookup = Lookup(n=2, caller=caller)
+    lookup.extend([5, 7, 1])
+    assert lookup.guess(2) == [2, 3]  # nothing of its own to copy: what followed (7, 1) in its caller
+    lookup.extend([2, 3, 5, 7, 1])
+    assert lookup.guess(2) == [2, 3] and lookup.held == 1  # its own now: (5, 7) went on with 1, 2, 3
+    lookup.extend([2, 3])  # the copy has held for 3 tokens: 2 guesses become 4 x 2
+    assert lookup.held == 3 and lookup.guess(2) == [5, 7, 1, 2, 3]  # all there is after it
+    lookup.extend([9])  # it broke: (3, 9) is nowhere, in either text
+    assert lookup.held == 0 and lookup.guess(2) == []
 
 
 @pytest.mark.parametrize("task, method, lengths", [
@@ -299,6 +314,8 @@ def test_a_real_model_decodes_the_same_with_guesses(tok, method):
 def test_guesses_must_fit_a_chunk(tok):
     with pytest.raises(ValueError, match="guesses"):
         solve_problems(oracle_model(tok, "parity"), tok, "parity", "retuning", [(1, 0)], guesses=64)
+    with pytest.raises(ValueError, match="guesses"):  # 16 guesses would grow to 64 along a copy
+        solve_problems(oracle_model(tok, "parity"), tok, "parity", "retuning", [(1, 0)], guesses=16)
 
 
 def run_of(fed: int, pending: int, row: int) -> Run:
