@@ -14,9 +14,10 @@ groups: the contexts taking in the one token just generated, those of them that 
 those taking in a prompt or a return (so a long chunk never pads a one-token row). Under Re-Tuning a
 context guesses its next few tokens by copying its own earlier text or its caller's (`Lookup`: a call
 line restates its caller's problem), more of them while a copy holds, and feeds them after its token;
-the model's picks keep the guesses that were right, so the outputs are greedy decoding's, in fewer steps. Every row of a group takes in as many
-tokens as its widest row, and attention reads it up to the group's longest context, so the groups
-are split by both where that spares more than a group costs (`split_by_width`, `split_by_length`).
+the model's picks keep the guesses that were right, so the outputs are greedy decoding's, in fewer
+steps. Every row of a group takes in as many tokens as its widest row, and attention reads it up to
+the group's longest context, so the groups are split by both where that spares more than a group
+costs (`split_by_width`, `split_by_length`).
 Baseline and scratchpad use the same loop with calls turned off. train.py and eval.py call
 `solve_problems`; the call/return protocol itself lives in tasks.py.
 
