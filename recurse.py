@@ -81,7 +81,7 @@ class Lookup:
     The model checks each guess in the forward that feeds it (Decoder.take), so the outputs are
     greedy decoding's; a right guess only spares a forward."""
 
-    stretch = 4  # a copy that has held for k tokens is trusted with `stretch` times k: a long list goes faster
+    stretch = 4  # a copy that has held for k tokens is trusted with 4k: a restated list goes faster
 
     def __init__(self, n: int = 3, caller: Optional[Lookup] = None):
         self.n, self.tokens, self.caller = n, [], caller  # tokens: every token the context has queued
@@ -237,9 +237,9 @@ class Decoder:
         guesses = {}
         for run in runs if self.guesses else []:
             guess = run.active.lookup.guess(self.guesses)
-            ends = [i for i, token in enumerate(guess) if token in self.line_ends]
+            end = next((i + 1 for i, token in enumerate(guess) if token in self.line_ends), len(guess))
             if guess:
-                guesses[run] = guess[:ends[0] + 1] if ends else guess
+                guesses[run] = guess[:end]
         return guesses
 
     def forward(self, parts: list, guesses: dict):
