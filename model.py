@@ -187,11 +187,15 @@ class Group:
         return self.start + self.B * self.T
 
 
+GATHER_COST = 9 / 8  # a gathered cache row (copied, then read) costs about 9/8 of a row read in place
+
+
 def in_place(rows, B: int):
-    """(span, at): read cache rows first..last as a slice when that is at most twice the rows a gather
-    would copy; `at` places each row in the span (None when the rows are exactly the span)."""
+    """(span, at): read cache rows first..last as a slice when that costs no more than gathering them,
+    rows between included (they get a zero query); `at` places each row in the span (None when the rows
+    are exactly the span)."""
     first, last = int(rows.min()), int(rows.max())
-    if last - first + 1 > 2 * B:
+    if last - first + 1 > GATHER_COST * B:
         return None, None
     at = rows - first
     return slice(first, last + 1), None if torch.equal(at, torch.arange(B, device=rows.device)) else at

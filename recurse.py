@@ -37,6 +37,7 @@ import torch
 
 import tasks
 from cachepool import CachePool, memory_budget
+from model import GATHER_COST
 
 
 @dataclass
@@ -392,8 +393,8 @@ def split_by_length(runs: list, chunk: int, min_saving: int) -> list:
         return [runs] if runs else []
     ends, rows = [end(run) for run in runs], [run.active.row for run in runs]
 
-    def read(n, lo, hi, S):  # n rows in lo..hi, as model.in_place reads them: the slice, or a gather (~2n)
-        return min(hi - lo + 1, 2 * n) * S
+    def read(n, lo, hi, S):  # n rows in lo..hi, as model.in_place reads them: the slice, or a gather
+        return min(hi - lo + 1, GATHER_COST * n) * S
 
     low, high = list(accumulate(rows, min)), list(accumulate(rows, max))  # of the k shortest
     low_after, high_after = (list(accumulate(rows[::-1], f))[::-1] for f in (min, max))  # of the rest

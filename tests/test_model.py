@@ -8,7 +8,7 @@ import torch
 
 from conftest import tiny_args, tiny_model
 from hf_reference import to_hf
-from model import KVCache, load_meta, save_meta, shard_dim
+from model import KVCache, in_place, load_meta, save_meta, shard_dim
 
 
 @pytest.mark.parametrize("n_kv_heads", [None, 2], ids=["multi-head", "grouped-query"])
@@ -60,19 +60,22 @@ def test_cache_rows_are_independent_and_padding_is_ignored():
 
 
 def test_rows_read_in_place_give_the_same_logits_as_gathered_rows():
-    """Contexts in rows 1, 2, 3 are read as a slice of the cache; in rows 1, 3, 4 as a slice whose row 2
-    gets a zero query; in rows 9, 0, 4 (a span over twice as long as the rows) they are gathered."""
+    """Eight contexts in rows 1-8 are read as a slice of the cache; in rows 1 and 3-9 as a slice whose
+    row 2 gets a zero query (one gap in nine rows costs less than a gather); scattered, they are gathered."""
     model = tiny_model(n_kv_heads=2)
-    tokens, n_new = torch.randint(0, 96, (3, 8)), torch.tensor([7, 5, 6])
+    tokens, n_new = torch.randint(0, 96, (8, 8)), torch.tensor([7, 5, 6, 7, 2, 7, 1, 4])
+    layouts = (torch.arange(1, 9), torch.tensor([1, 3, 4, 5, 6, 7, 8, 9]), torch.tensor([15, 0, 4, 9, 11, 13, 7, 5]))
+    assert [in_place(rows, 8)[0] for rows in layouts] == [slice(1, 9), slice(1, 10), None]
+    assert in_place(torch.tensor([1, 3, 4, 5, 6, 7, 8]), 7) == (None, None)  # one gap in eight: gathered
     logits = []
     with torch.no_grad():
-        for rows in (torch.tensor([1, 2, 3]), torch.tensor([1, 3, 4]), torch.tensor([9, 0, 4])):
-            cache = KVCache(model.args, n_rows=10, max_len=32)
+        for rows in layouts:
+            cache = KVCache(model.args, n_rows=16, max_len=32)
             cache.k[0][2].fill_(1e30)  # a row between, never written: finite garbage must not leak in
             first = model(tokens[:, :7], cache, rows=rows, n_new=n_new)
             logits.append(torch.cat([first, model(tokens[:, 7:], cache, rows=rows)], 1))
     assert torch.equal(logits[0], logits[1]) and torch.equal(logits[0], logits[2])
-    full = model(tokens[:1])  # row 0 took all 8 tokens: same as a plain forward
+    full = model(tokens[:1])  # the first context took all 8 tokens: same as a plain forward
     assert torch.allclose(logits[0][0], full[0], atol=1e-5)
 
 
