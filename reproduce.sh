@@ -27,7 +27,7 @@ echo "== evaluating"
 # One process per GPU, or on a CPU one per core (up to 4, sharing the cores' threads), torchrun splitting
 # the problems between them: eval.py gathers the same results as one process would write. A model this
 # small spends much of a step in small ops and Python, which a second thread barely speeds up and a
-# second process does: parity's evaluation on 2 cores took 74-84 s as two processes, 96-110 s as one.
+# second process does: parity's evaluation on 2 cores took 62-84 s as two processes, 96-110 s as one.
 counts=$($py -c "import os, torch; cores = os.cpu_count() or 1
 n = torch.cuda.device_count() or min(cores, 4); print(n, max(1, cores // n))")
 read -r procs threads <<< "$counts"
