@@ -157,6 +157,9 @@ class FeedForward(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))  # SwiGLU
 
 
+FFN_ROWS = 1024  # the most tokens of a decoding pass one feed-forward takes: 1.14-1.30x on 2,000-6,400 (RESULTS 7)
+
+
 class TransformerBlock(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
@@ -167,7 +170,13 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x, rot, kv=None):
         h = x + self.attention(self.attention_norm(x), rot, kv)
-        return h + self.feed_forward(self.ffn_norm(h))
+        if kv is None or h.shape[1] <= FFN_ROWS:
+            return h + self.feed_forward(self.ffn_norm(h))
+        # a decoding pass of many tokens (prompts): a block of rows at a time, whose hidden activations stay
+        # in a CPU's cache (a row's numbers do not depend on the others'); training keeps one matmul, as its
+        # weight gradients would sum in another order
+        parts = h.split(FFN_ROWS, dim=1)  # (1, <= FFN_ROWS, dim) each
+        return h + torch.cat([self.feed_forward(self.ffn_norm(part)) for part in parts], dim=1)
 
 
 @dataclass

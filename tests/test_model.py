@@ -8,7 +8,7 @@ import torch
 
 from conftest import tiny_args, tiny_model
 from hf_reference import to_hf
-from model import KVCache, in_place, load_meta, save_meta, shard_dim
+from model import FFN_ROWS, KVCache, in_place, load_meta, save_meta, shard_dim
 
 
 @pytest.mark.parametrize("n_kv_heads", [None, 2], ids=["multi-head", "grouped-query"])
@@ -77,6 +77,20 @@ def test_rows_read_in_place_give_the_same_logits_as_gathered_rows():
     assert torch.equal(logits[0], logits[1]) and torch.equal(logits[0], logits[2])
     full = model(tokens[:1])  # the first context took all 8 tokens: same as a plain forward
     assert torch.allclose(logits[0][0], full[0], atol=1e-5)
+
+
+def test_a_pass_of_many_tokens_takes_the_feed_forward_in_blocks_and_gives_the_same_logits():
+    """model.FFN_ROWS: a decoding pass over more tokens than that (3 prompts of 400) runs each layer's
+    feed-forward on blocks of rows, and gives a plain forward's logits."""
+    model = tiny_model(n_kv_heads=2)
+    tokens = torch.randint(0, 96, (3, 400))  # 1,200 tokens: two blocks
+    calls = []
+    model.layers[0].feed_forward.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[1]))
+    with torch.no_grad():
+        cached = model(tokens, KVCache(model.args, n_rows=3, max_len=400))
+        assert calls == [FFN_ROWS, 3 * 400 - FFN_ROWS]
+        torch.testing.assert_close(cached, model(tokens), atol=1e-5, rtol=0)
+    assert calls[2:] == [400]  # the plain forward: one matmul over each sequence, as training runs it
 
 
 def test_groups_in_one_decode_give_each_group_its_own_logits():
