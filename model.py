@@ -196,7 +196,9 @@ class Group:
         return self.start + self.B * self.T
 
 
-GATHER_COST = 9 / 8  # a gathered cache row (copied, then read) costs about 9/8 of a row read in place
+# a gathered cache row (copied, then read) costs about 9/8 of a row read in place, measured on a CPU (RESULTS
+# section 7); elsewhere only the speed changes with it, never the outputs
+GATHER_COST = 9 / 8
 
 
 def in_place(rows, B: int):
