@@ -42,7 +42,7 @@ class EvalConfig:
     lengths: Optional[list] = None  # default: DEFAULT_LENGTHS of the task
     samples: int = 100  # problems per length
     seed: int = 0  # the same problems for every method
-    batch_size: int = 16  # problems in flight; the KV cache grows with batch x call depth
+    batch_size: Optional[int] = None  # problems in flight (default: batch_size_for the device)
     runs: str = "out"  # where train.py wrote out/<task>-<method>/ (runs or exported models)
     out: Optional[str] = None  # default out/eval-<task>.json
     trace: bool = False
@@ -88,7 +88,7 @@ def parse_args(argv=None) -> EvalConfig:
     p.add_argument("--samples", type=positive_int, default=d.samples, help="problems per length")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
-                   help="problems decoded together (memory grows with it)")
+                   help="problems decoded together (memory grows with it; default 100 on a CPU, 16 on a GPU)")
     p.add_argument("--runs", default=d.runs, help="folder holding <task>-<method>/ runs or exported models")
     p.add_argument("--out", help="results JSON (default <runs>/eval-<task>.json)")
     p.add_argument("--trace", action="store_true",
@@ -136,6 +136,13 @@ def fail(message: str):
     sys.exit(message if devices.rank_world()[0] == 0 else 1)
 
 
+def batch_size_for(device) -> int:
+    """Problems in flight by default. On a CPU 100: the embedded model's caches take 3 KB a token, and
+    parity's evaluation ran 1.7x faster than with 16 (docs/RESULTS.md section 7). On a GPU 16: a 7B
+    LLaMA's take 0.5 MB a token (bf16), and 16 long scratchpads already fill some 16 GB."""
+    return 100 if device.type == "cpu" else 16
+
+
 def evaluate(cfg: EvalConfig, method: str, problems: list, bar, device) -> Optional[list]:
     """One method's outcome of every problem, in order. Under torchrun this rank decodes every N-th
     problem, and only rank 0 gets the answer (None on the others)."""
@@ -144,15 +151,16 @@ def evaluate(cfg: EvalConfig, method: str, problems: list, bar, device) -> Optio
     except (ValueError, FileNotFoundError, RuntimeError, OSError, ImportError) as e:
         fail(f"error: {e}")
     rank, world = devices.rank_world()
+    batch_size = cfg.batch_size or batch_size_for(next(model.parameters()).device)
     # all lengths in one call: a finished problem makes room for the next, whatever its size
     try:
         # the guards from all the problems, not this rank's share: every rank stops a runaway alike
         limits = (Limits(max_new_tokens=cfg.max_new_tokens) if cfg.max_new_tokens else
                   Limits.fitting(tokenizer, cfg.task, method, max(map(len, problems))))
-        mine = solve_problems(model, tokenizer, cfg.task, method, problems[rank::world], cfg.batch_size,
+        mine = solve_problems(model, tokenizer, cfg.task, method, problems[rank::world], batch_size,
                               limits, progress=bar.update)
     except CacheBudgetError as e:
-        fail(f"error: {method}: {e} (--batch-size {cfg.batch_size})")
+        fail(f"error: {method}: {e} (--batch-size {batch_size})")
     return devices.gather_interleaved(mine, rank, world)  # rank 0: all, in the problems' order
 
 

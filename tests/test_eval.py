@@ -55,6 +55,7 @@ def test_bad_arguments_exit_with_usage(argv, words, capsys):
 def test_defaults():
     cfg = evaluation.parse_args(["--task", "dp"])
     assert cfg.lengths == list(range(2, 25, 2)) and cfg.out.endswith("eval-dp.json") and cfg.methods is None
+    assert cfg.batch_size is None  # batch_size_for the device the run loads on
 
 
 def test_no_trained_run(tmp_path):
@@ -115,7 +116,10 @@ def is_png(path) -> bool:
 def test_dump_rechecks_mixed_outcomes_without_trace(runs, tmp_path, monkeypatch):
     """A stand-in decoder writes the gold answer to every other problem and a guard stops every third:
     the dump still gives back the table's accuracy, and without --trace it holds no call trees."""
-    def some_right(model, tokenizer, task, method, problems, *args, **kw):
+    batch_sizes = []
+
+    def some_right(model, tokenizer, task, method, problems, batch_size, *args, **kw):
+        batch_sizes.append(batch_size)
         outcomes = []
         for i, problem in enumerate(problems):
             output = tasks.pairs(task, method, problem)[0].target if i % 2 else "1 or 0"
@@ -132,6 +136,7 @@ def test_dump_rechecks_mixed_outcomes_without_trace(runs, tmp_path, monkeypatch)
     assert [d["correct"] for d in dump] == [i % 2 == 1 and i % 3 != 0 for i in range(8)]
     assert json.loads((tmp_path / "e.json").read_text())["results"] == recompute(dump)
     assert not list(tmp_path.glob("*.tmp"))  # written atomically
+    assert batch_sizes == [100]  # no --batch-size, on a CPU
 
 
 def results_file(path, task, train_lengths, accuracy):
